@@ -1,0 +1,161 @@
+"""`AudioCodecModel`: encode audio to tokens and decode tokens to audio, as NeMo does (contracts §1)."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from . import validation
+from .config import NanoCodecConfig
+from .decoder import CausalHiFiGANDecoder
+from .encoder import HiFiGANEncoder
+from .errors import InvalidInputError
+from .modules.conv import Ragged
+from .modules.masking import mask_past_lengths
+from .quantizer import GroupFSQ
+
+
+class EncodeOutput(NamedTuple):
+    tokens: torch.Tensor  # int32 [B, G, F]
+    tokens_len: torch.Tensor  # int64 [B]
+
+
+class LatentOutput(NamedTuple):
+    latents: torch.Tensor  # [B, D, F], the encoder's output before quantization
+    latents_len: torch.Tensor  # int64 [B]
+
+
+class DecodeOutput(NamedTuple):
+    audio: torch.Tensor  # float [B, 1, F*spf]
+    audio_len: torch.Tensor  # int64 [B]
+
+
+class CodecOutput(NamedTuple):
+    audio: torch.Tensor
+    tokens: torch.Tensor
+    audio_len: torch.Tensor
+
+
+class AudioCodecModel(nn.Module):
+    def __init__(self, config: NanoCodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = HiFiGANEncoder(config.encoder)
+        self.quantizer = GroupFSQ(config.quantizer)
+        self.decoder = CausalHiFiGANDecoder(config.decoder)
+        self.eval()
+
+    # ---- facts --------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.config.samples_per_frame
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.pre_conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.pre_conv.weight.device
+
+    def num_parameters(self) -> dict[str, int]:
+        enc = sum(p.numel() for p in self.encoder.parameters())
+        dec = sum(p.numel() for p in self.decoder.parameters())
+        return {"encoder": enc, "decoder": dec, "total": enc + dec}
+
+    # ---- encoding -----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_latents(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> LatentOutput:
+        """The encoder's continuous output (NeMo's `encode_audio`), before quantization."""
+        audio, audio_len = validation.audio_batch(audio, audio_len, self.dtype, self.device)
+        spf = self.samples_per_frame
+        frames = torch.div(audio_len + spf - 1, spf, rounding_mode="floor")
+        padded_len = frames * spf
+        total = int(padded_len.max())
+        # NeMo's pad_audio: zero-pad (or crop) the tensor to the longest item's whole frames
+        x = audio[:, :total]
+        if x.shape[-1] < total:
+            x = nn.functional.pad(x, (0, total - x.shape[-1]))
+        ragged = None
+        if nemo_batch_compat:
+            # NeMo keeps whatever the tensor holds past audio_len; masks after every conv
+            if bool((padded_len != total).any()):
+                ragged = Ragged(padded_len, "mask")
+            self._check_reflect(torch.full_like(padded_len, total))
+        else:
+            # item i sees exactly what NeMo's encode(audio[i:i+1, :len_i]) sees: its own zero
+            # padding to whole frames, then its own edge padding at its own end
+            x = mask_past_lengths(x, audio_len)
+            if bool((padded_len != total).any()):
+                ragged = Ragged(padded_len, "edge")
+            self._check_reflect(padded_len)
+        latents = self.encoder(x.unsqueeze(1), ragged)
+        latents = mask_past_lengths(latents, frames)
+        return LatentOutput(latents, frames)
+
+    @torch.no_grad()
+    def encode(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> EncodeOutput:
+        latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat)
+        return EncodeOutput(self.quantizer.encode(latents, frames), frames)
+
+    def _check_reflect(self, lengths: torch.Tensor) -> None:
+        if self.config.encoder.pad_mode != "reflect":
+            return
+        shortest = int(lengths.min())
+        for step, pad in self.encoder.stage_paddings():
+            if shortest // step <= pad:
+                need = min_reflect_frames(self)
+                raise InvalidInputError(
+                    f"this model pads its encoder with 'reflect', which needs at least {need} frames "
+                    f"({need * self.samples_per_frame} samples) per item; got {shortest} samples "
+                    "(after padding to whole frames). Pad the audio (e.g. with silence) to that length."
+                )
+
+    # ---- decoding -----------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, tokens, tokens_len=None) -> DecodeOutput:
+        tokens, tokens_len = validation.token_batch(tokens, tokens_len, self.num_codebooks, self.codebook_size, self.device)
+        latents = self.quantizer.decode(tokens, tokens_len).to(self.dtype)
+        audio_len = tokens_len * self.samples_per_frame
+        return DecodeOutput(self.decoder(latents, audio_len), audio_len)
+
+    @torch.no_grad()
+    def forward(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> CodecOutput:
+        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat)
+        decoded, decoded_len = self.decode(tokens, tokens_len)
+        return CodecOutput(decoded, tokens, decoded_len)
+
+    # ---- loading and saving (nanocodec/hub.py) ------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, revision=None, device="cpu", dtype=torch.float32, **kwargs):
+        from .hub import load_pretrained
+
+        return load_pretrained(cls, path_or_repo_id, revision=revision, device=device, dtype=dtype, **kwargs)
+
+    def save_pretrained(self, out_dir, *, overwrite: bool = False, metadata: dict | None = None, extra_files=None):
+        from .hub import save_pretrained
+
+        return save_pretrained(self, out_dir, overwrite=overwrite, metadata=metadata, extra_files=extra_files)
+
+
+def min_reflect_frames(model: AudioCodecModel) -> int:
+    spf = model.samples_per_frame
+    frames = 1
+    while any((frames * spf) // step <= pad for step, pad in model.encoder.stage_paddings()):
+        frames += 1
+    return frames
+

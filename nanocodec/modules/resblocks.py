@@ -1,0 +1,62 @@
+"""HiFi-GAN residual stacks (NeMo `ResidualBlock`, `HiFiGANResBlock`, `HiFiGANResLayer`)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .activations import make_activation
+from .conv import CausalConv1d, Conv1d, Ragged
+
+
+class ResidualUnit(nn.Module):
+    """x + skip_conv(act(input_conv(act(x)))); input_conv dilated, skip_conv not."""
+
+    def __init__(self, channels, kernel_size, dilation, activation, *, causal, pad_mode="reflect"):
+        super().__init__()
+        self.causal = causal
+        self.input_activation = make_activation(activation, channels)
+        self.skip_activation = make_activation(activation, channels)
+        if causal:
+            self.input_conv = CausalConv1d(channels, channels, kernel_size, dilation=dilation)
+            self.skip_conv = CausalConv1d(channels, channels, kernel_size)
+        else:
+            self.input_conv = Conv1d(channels, channels, kernel_size, dilation=dilation, pad_mode=pad_mode)
+            self.skip_conv = Conv1d(channels, channels, kernel_size, pad_mode=pad_mode)
+
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+        if self.causal:
+            return x + self.skip_conv(self.skip_activation(self.input_conv(self.input_activation(x))))
+        h = self.input_conv(self.input_activation(x), ragged)
+        return x + self.skip_conv(self.skip_activation(h), ragged)
+
+
+class ResBlock(nn.Module):
+    """One kernel size, a residual unit per dilation, applied in sequence."""
+
+    def __init__(self, channels, kernel_size, dilations, activation, *, causal, pad_mode="reflect"):
+        super().__init__()
+        self.units = nn.ModuleList(
+            ResidualUnit(channels, kernel_size, d, activation, causal=causal, pad_mode=pad_mode) for d in dilations
+        )
+
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x, ragged)
+        return x
+
+
+class ResLayer(nn.Module):
+    """Mean of one ResBlock per kernel size, all fed the same input."""
+
+    def __init__(self, channels, kernel_sizes, dilations, activation, *, causal, pad_mode="reflect"):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ResBlock(channels, k, dilations, activation, causal=causal, pad_mode=pad_mode) for k in kernel_sizes
+        )
+
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+        # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
+        out = self.blocks[0](x, ragged)
+        for block in self.blocks[1:]:
+            out = out + block(x, ragged)
+        return out / len(self.blocks)
