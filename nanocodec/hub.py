@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from . import atomic
+from . import atomic, tensorfile
 from .config import NanoCodecConfig
 from .errors import CheckpointError, InvalidInputError
 
@@ -134,7 +134,7 @@ def save_pretrained(model, out_dir, *, overwrite: bool = False, metadata: dict |
 
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(model.config.to_json())
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        (tmp / WEIGHTS_NAME).write_bytes(tensorfile.to_bytes(tensors, meta))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 

@@ -45,15 +45,18 @@ class GroupFSQ(nn.Module):
 
     def encode(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """latents [B, G*D, F] -> int32 tokens [B, G, F]; frames at or past `lengths` are 0."""
-        compressed = self.prerounding(latents)
+        tokens = self.tokens_from_prerounding(self.prerounding(latents))
+        if lengths is not None:
+            tokens = mask_past_lengths(tokens, lengths)
+        return tokens
+
+    def tokens_from_prerounding(self, compressed: torch.Tensor) -> torch.Tensor:
+        """[B,G,D,F] pre-rounding values -> int32 tokens [B,G,F] (round half to even)."""
         codes = compressed + (torch.round(compressed) - compressed)  # NeMo's straight-through form
         scale = self.levels // 2
         codes = codes / scale
         nonnegative = scale * codes + scale
-        tokens = torch.sum(nonnegative * self.base, dim=2).to(torch.int32)
-        if lengths is not None:
-            tokens = mask_past_lengths(tokens, lengths)
-        return tokens
+        return torch.sum(nonnegative * self.base, dim=2).to(torch.int32)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """int tokens [B, G, F] -> float32 latents [B, G*D, F]; frames past `lengths` are 0."""

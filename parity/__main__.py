@@ -1,0 +1,41 @@
+"""`python -m parity [--report DIR] [--model NAME ...] [--threads N] [--dtype float32]` (make parity)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import fixtures, report, run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parity", description="Tier 1 parity against committed NeMo references.")
+    parser.add_argument("--report", type=Path, help="folder for parity-<device>.md/.json")
+    parser.add_argument("--model", action="append", help="only these fixture models")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    options = run.RunOptions(device=args.device, dtype=args.dtype, threads=args.threads)
+    cases = [c for c in fixtures.model_cases() if not args.model or c.name in args.model]
+    records = []
+    for case in tqdm(cases, desc="parity", unit="model"):
+        records += run.run_case(case, options)
+    ok, total = run.verdict(records)
+    for r in records:
+        if not r.ok:
+            print(f"FAIL {r.model} {r.input} {r.kind}: tokens unexplained {r.tokens.unexplained}, "
+                  f"latent {r.latent_rel_error:.2e}, audio {r.audio_max_abs_error:.2e} / {r.audio_snr_db:.1f} dB")
+    print(f"{len(records)} comparisons over {len(cases)} models: tokens {total.matched}/{total.tokens} matched, "
+          f"{total.explained} explained, {total.unexplained} unexplained -> {'PASS' if ok else 'FAIL'}")
+    if args.report:
+        device = args.device if args.device == "cpu" else args.device.replace(":", "")
+        md, js = report.write(report.build(records, options, device), args.report)
+        print(f"wrote {md} and {js}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Tier 1 parity: every committed fixture model x input against NeMo's recorded outputs.
+
+Each model is converted with our converter (derived variants first derived from the base), loaded
+with `from_pretrained`, and compared under the contracts §5 rules:
+- item:  encode (tokens with boundary diagnosis, latents), decode of NeMo's tokens, forward;
+- batch: ragged batches, by default against NeMo item by item, with nemo_batch_compat against
+  NeMo's batched call (including junk past each length).
+The options a run used (dtype, threads, device) are part of its result so every fast path added
+later is checked by the same suite.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convert.converter import convert
+from nanocodec import AudioCodecModel
+
+from . import compare, fixtures
+from .compare import TokenReport
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 0  # 0: torch's default
+
+    def describe(self) -> dict:
+        return {**asdict(self), "threads_used": torch.get_num_threads()}
+
+
+@dataclass
+class Record:
+    model: str
+    input: str
+    kind: str  # item | batch-invariant | batch-compat
+    tokens: TokenReport
+    latent_rel_error: float
+    audio_max_abs_error: float
+    audio_snr_db: float
+    forward_consistent: bool | None = None
+    pesq: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        audio_ok = self.audio_max_abs_error <= compare.AUDIO_MAX_ABS_TOL and (
+            self.audio_snr_db >= compare.AUDIO_MIN_SNR_DB or np.isinf(self.audio_snr_db)
+        )
+        return (
+            self.tokens.unexplained == 0
+            and self.latent_rel_error <= compare.LATENT_REL_TOL
+            and audio_ok
+            and self.forward_consistent is not False
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tokens"] = self.tokens.to_dict()
+        d["ok"] = self.ok
+        return d
+
+
+def _t(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions) -> AudioCodecModel:
+    nemo = fixtures.materialize(case, workdir)
+    out = workdir / f"{case.name}-converted"
+    convert(str(nemo), str(out), overwrite=True)
+    return AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+
+
+def _audio_cmp(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:
+    ours = ours.float().cpu().numpy().reshape(ref.shape)
+    return compare.max_abs_error(ours, ref), compare.snr_db(ours, ref)
+
+
+def _speech_pesq(name: str, audio_in: np.ndarray, ours: np.ndarray, nemo: np.ndarray, sr: int) -> dict:
+    if not name.startswith("speech"):
+        return {}  # PESQ is meaningless on noise, tones and silence (contracts §5)
+    from .metrics import pesq_wb
+
+    n = len(audio_in)
+    return {
+        "ours_vs_nemo": pesq_wb(nemo[:n], ours[:n], sr),
+        "input_vs_ours": pesq_wb(audio_in, ours[:n], sr),
+        "input_vs_nemo": pesq_wb(audio_in, nemo[:n], sr),
+    }
+
+
+def run_items(model: AudioCodecModel, case: fixtures.ModelCase, with_pesq: bool = True) -> list[Record]:
+    records = []
+    dev = model.device
+    for name in case.inputs:
+        audio = fixtures.read_input(name)
+        ref = fixtures.read_ref(case, name)
+        x = _t(audio).to(dev).unsqueeze(0)
+        latents, _ = model.encode_latents(x)
+        tokens = model.quantizer.encode(latents.float(), torch.tensor([latents.shape[-1]], device=dev))
+        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
+        lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
+        decoded, decoded_len = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
+        err, snr = _audio_cmp(decoded, ref["decoded"])
+        out = model(x)
+        ours_enc = model.encode(x)
+        consistent = torch.equal(out.tokens, ours_enc.tokens) and torch.equal(out.audio, model.decode(*ours_enc).audio)
+        pesq = _speech_pesq(name, audio, decoded.float().cpu().numpy().ravel(), ref["decoded"].ravel(), model.sample_rate) if with_pesq else {}
+        records.append(Record(case.name, name, "item", tok, lat_err, err, snr, consistent, pesq))
+    return records
+
+
+def run_batches(model: AudioCodecModel, case: fixtures.ModelCase) -> list[Record]:
+    records = []
+    dev = model.device
+    for name in fixtures.batch_refs(case):
+        ref = fixtures.read_ref(case, name)
+        audio, lens = _t(ref["audio"]).to(dev), _t(ref["audio_len"]).to(dev)
+        # default: batch-invariant, each item as NeMo encodes it alone
+        latents, frames = model.encode_latents(audio, lens)
+        tokens = model.quantizer.encode(latents.float(), frames)
+        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["item_tokens"], ref["item_prerounding"], frames.cpu().numpy())
+        lat_err = max(
+            compare.latent_rel_error(latents[i, :, : frames[i]].float().cpu().numpy(), ref["item_latents"][i, :, : frames[i]])
+            for i in range(len(lens))
+        )
+        decoded, _ = model.decode(_t(ref["item_tokens"]).to(dev), frames)
+        err, snr = _audio_cmp(decoded, ref["item_decoded"])
+        records.append(Record(case.name, name, "batch-invariant", tok, lat_err, err, snr))
+        # nemo_batch_compat: NeMo's own batched call on the same tensor
+        latents, frames = model.encode_latents(audio, lens, nemo_batch_compat=True)
+        tokens = model.quantizer.encode(latents.float(), frames)
+        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
+        lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
+        decoded, _ = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
+        err, snr = _audio_cmp(decoded, ref["decoded"])
+        records.append(Record(case.name, name, "batch-compat", tok, lat_err, err, snr))
+    return records
+
+
+def run_case(case: fixtures.ModelCase, options: RunOptions = RunOptions(), with_pesq: bool = True) -> list[Record]:
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    with tempfile.TemporaryDirectory(prefix="nanocodec-parity-") as tmp:
+        model = load_converted(case, Path(tmp), options)
+        return run_items(model, case, with_pesq) + run_batches(model, case)
+
+
+def verdict(records: list[Record]) -> tuple[bool, TokenReport]:
+    total = TokenReport()
+    for r in records:
+        total = total.merge(r.tokens)
+    return all(r.ok for r in records) and total.ok, total
