@@ -131,6 +131,7 @@ def convert(src: str, out: str, *, overwrite: bool = False, preset: str | None =
         model = AudioCodecModel(config)
     check_state_dict(model, mapping.state_dict)
     model.load_state_dict({k: v.to(torch.float32) for k, v in mapping.state_dict.items()}, strict=True, assign=True)
+    mapping.state_dict.clear()
     report.mapped = dict(mapping.mapped)
     report.dropped = dict(mapping.dropped)
     report.folded_weight_norm = mapping.folded

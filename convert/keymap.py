@@ -78,12 +78,14 @@ def _check_fsq_constants(state: dict, config: NanoCodecConfig) -> None:
 
 
 def map_state_dict(nemo_state: dict[str, torch.Tensor], config: NanoCodecConfig) -> Mapping:
+    """Consumes `nemo_state` (tensors are popped as they are mapped, so that folding a
+    full-size checkpoint never holds two copies of it)."""
     _check_fsq_constants(nemo_state, config)
     result = Mapping({})
     pending: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
     unknown = []
     for key in sorted(nemo_state):
-        tensor = nemo_state[key]
+        tensor = nemo_state.pop(key)
         target = None
         for rule, pattern, template in MAP_RULES:
             m = pattern.fullmatch(key)
@@ -115,7 +117,8 @@ def map_state_dict(nemo_state: dict[str, torch.Tensor], config: NanoCodecConfig)
             f"{len(unknown)} checkpoint tensors match no mapping or drop rule (e.g. {unknown[:3]}); "
             "this is not a NanoCodec nanocodec understands"
         )
-    for stem, pair in sorted(pending.items()):
+    for stem in sorted(pending):
+        pair = pending.pop(stem)
         if set(pair) != {"g", "v"} or stem + ".weight" in result.state_dict:
             raise CheckpointError(f"{stem}: weight norm needs exactly one g and one v tensor, got {sorted(pair)}")
         g, v = pair["g"], pair["v"]

@@ -130,11 +130,12 @@ def save_pretrained(model, out_dir, *, overwrite: bool = False, metadata: dict |
     """Write config.json + model.safetensors (+ extra text files) atomically into `out_dir`."""
     meta = {"format": "pt", "nanocodec_config_sha256": model.config.sha256()}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = model.state_dict()
 
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_NAME).write_text(model.config.to_json())
-        (tmp / WEIGHTS_NAME).write_bytes(tensorfile.to_bytes(tensors, meta))
+        with open(tmp / WEIGHTS_NAME, "wb") as f:
+            tensorfile.write(f, tensors, meta)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
 

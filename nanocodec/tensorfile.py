@@ -8,8 +8,10 @@ little-endian tensor bytes in header order. Reading stays with the safetensors l
 """
 from __future__ import annotations
 
+import io
 import json
 import struct
+from typing import BinaryIO
 
 import torch
 
@@ -20,17 +22,28 @@ _DTYPES = {
 }
 
 
-def to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+def write(f: BinaryIO, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Stream a safetensors file into the binary file `f`, one tensor at a time (no full copy)."""
     header: dict = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
+    names, offset = sorted(tensors), 0
+    for name in names:
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+    f.write(struct.pack("<Q", len(head)))
+    f.write(head)
+    for name in names:
+        t = tensors[name].detach().cpu().contiguous()
+        if t.numel():
+            f.write(memoryview(t.view(torch.uint8).numpy()))
+
+
+def to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    write(buf, tensors, metadata)
+    return buf.getvalue()
