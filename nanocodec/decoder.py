@@ -33,12 +33,16 @@ class CausalHiFiGANDecoder(nn.Module):
         self.post_conv = CausalConv1d(channels, 1, cfg.out_kernel_size)
         self.out_activation = OutputActivation(cfg.output_activation)
 
-    def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None) -> torch.Tensor:
-        """latents [B,D,F] -> audio [B,1,F*spf]; samples at or past `out_len` are zeroed as NeMo does."""
-        x = self.pre_conv(latents)
+    def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None, state: dict | None = None) -> torch.Tensor:
+        """latents [B,D,F] -> audio [B,1,F*spf]; samples at or past `out_len` are zeroed as NeMo does.
+
+        `state` (streaming): every causal conv keeps its past in it, so consecutive calls on
+        consecutive chunks give exactly the offline output of the whole sequence.
+        """
+        x = self.pre_conv(latents, state)
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
-            x = res_layer(up(act(x)))
-        x = self.post_conv(self.post_activation(x))
+            x = res_layer(up(act(x), state), state)
+        x = self.post_conv(self.post_activation(x), state)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)
         return self.out_activation(x)

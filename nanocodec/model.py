@@ -139,6 +139,19 @@ class AudioCodecModel(nn.Module):
         decoded, decoded_len = self.decode(tokens, tokens_len)
         return CodecOutput(decoded, tokens, decoded_len)
 
+    # ---- streaming (nanocodec/streaming.py) ----------------------------------------------
+    def stream_decoder(self, batch_size: int = 1):
+        """Exact streaming decode: `dec.step(tokens [B,G,n]) -> [B,1,n*spf]` (zero lookahead)."""
+        from .streaming import StreamingDecoder
+
+        return StreamingDecoder(self, batch_size)
+
+    def stream_encoder(self, batch_size: int = 1):
+        """Exact streaming encode: `enc.step(audio)`, `enc.flush()`; see `lookahead_samples`."""
+        from .streaming import StreamingEncoder
+
+        return StreamingEncoder(self, batch_size)
+
     # ---- loading and saving (nanocodec/hub.py) ------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_repo_id, revision=None, device="cpu", dtype=torch.float32, **kwargs):

@@ -81,7 +81,11 @@ class Conv1d(nn.Module):
 
 
 class CausalConv1d(nn.Module):
-    """Causal conv: left zero padding of (k-1)*d, stride 1 (NeMo `CausalConv1dNorm`)."""
+    """Causal conv: left zero padding of (k-1)*d, stride 1 (NeMo `CausalConv1dNorm`).
+
+    With a `state` dict (streaming), the padding is instead the last (k-1)*d input samples of
+    the previous call, kept in `state[self]` (zeros at the start, exactly the offline padding).
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, dilation=1):
         super().__init__()
@@ -91,14 +95,24 @@ class CausalConv1d(nn.Module):
         self.context = (kernel_size - 1) * dilation  # past samples each output needs
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(F.pad(x, (self.context, 0)), self.weight, self.bias, dilation=self.dilation)
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        if state is None:
+            x = F.pad(x, (self.context, 0))
+        elif self.context:
+            past = state.get(self)
+            if past is None:
+                past = x.new_zeros(x.shape[0], x.shape[1], self.context)
+            x = torch.cat([past, x], dim=-1)
+            state[self] = x[..., -self.context :]
+        return F.conv1d(x, self.weight, self.bias, dilation=self.dilation)
 
 
 class CausalConvTranspose1d(nn.Module):
     """Transposed conv, kernel 2r, stride r, right-trimmed by r (NeMo `CausalConvTranspose1dNorm`).
 
-    Output sample n depends on input frames n//r and n//r - 1 only.
+    Output sample n depends on input frames n//r and n//r - 1 only. With a `state` dict
+    (streaming), the previous call's last input frame is prepended (zeros at the start) and the
+    outputs it alone produces are dropped: the overlap carried into the next chunk.
     """
 
     def __init__(self, in_channels, out_channels, stride, *, groups):
@@ -109,6 +123,14 @@ class CausalConvTranspose1d(nn.Module):
         self.groups = groups
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv_transpose1d(x, self.weight, self.bias, stride=self.stride, groups=self.groups)
-        return y[..., : y.shape[-1] - self.stride]
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        r, n = self.stride, x.shape[-1]
+        if state is None:
+            y = F.conv_transpose1d(x, self.weight, self.bias, stride=r, groups=self.groups)
+            return y[..., : n * r]
+        previous = state.get(self)
+        if previous is None:
+            previous = x.new_zeros(x.shape[0], x.shape[1], 1)
+        state[self] = x[..., -1:]
+        y = F.conv_transpose1d(torch.cat([previous, x], dim=-1), self.weight, self.bias, stride=r, groups=self.groups)
+        return y[..., r : r + n * r]

@@ -1,11 +1,15 @@
-"""HiFi-GAN residual stacks (NeMo `ResidualBlock`, `HiFiGANResBlock`, `HiFiGANResLayer`)."""
+"""HiFi-GAN residual stacks (NeMo `ResidualBlock`, `HiFiGANResBlock`, `HiFiGANResLayer`).
+
+`ctx` is handed to every conv unchanged: a `Ragged` batch description for the encoder's
+non-causal convs, a streaming state dict for the decoder's causal ones (None: offline, full length).
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .activations import make_activation
-from .conv import CausalConv1d, Conv1d, Ragged
+from .conv import CausalConv1d, Conv1d
 
 
 class ResidualUnit(nn.Module):
@@ -13,7 +17,6 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, channels, kernel_size, dilation, activation, *, causal, pad_mode="reflect"):
         super().__init__()
-        self.causal = causal
         self.input_activation = make_activation(activation, channels)
         self.skip_activation = make_activation(activation, channels)
         if causal:
@@ -23,11 +26,9 @@ class ResidualUnit(nn.Module):
             self.input_conv = Conv1d(channels, channels, kernel_size, dilation=dilation, pad_mode=pad_mode)
             self.skip_conv = Conv1d(channels, channels, kernel_size, pad_mode=pad_mode)
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
-        if self.causal:
-            return x + self.skip_conv(self.skip_activation(self.input_conv(self.input_activation(x))))
-        h = self.input_conv(self.input_activation(x), ragged)
-        return x + self.skip_conv(self.skip_activation(h), ragged)
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        h = self.input_conv(self.input_activation(x), ctx)
+        return x + self.skip_conv(self.skip_activation(h), ctx)
 
 
 class ResBlock(nn.Module):
@@ -39,9 +40,9 @@ class ResBlock(nn.Module):
             ResidualUnit(channels, kernel_size, d, activation, causal=causal, pad_mode=pad_mode) for d in dilations
         )
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         for unit in self.units:
-            x = unit(x, ragged)
+            x = unit(x, ctx)
         return x
 
 
@@ -54,9 +55,9 @@ class ResLayer(nn.Module):
             ResBlock(channels, k, dilations, activation, causal=causal, pad_mode=pad_mode) for k in kernel_sizes
         )
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
-        out = self.blocks[0](x, ragged)
+        out = self.blocks[0](x, ctx)
         for block in self.blocks[1:]:
-            out = out + block(x, ragged)
+            out = out + block(x, ctx)
         return out / len(self.blocks)

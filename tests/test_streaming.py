@@ -1,0 +1,177 @@
+"""Exact streaming (contracts §1, §5): concatenated steps equal offline decode / encode.
+
+Decoder: <= 1e-5 max abs error against offline decoding of the same tokens (NeMo's recorded
+tokens). Encoder: the token rule against our own offline float32 path (different conv lengths
+legitimately differ by ~1e-7 in latents, which can only flip a token at a rounding boundary).
+"""
+import json
+import random
+import shutil
+
+import pytest
+import torch
+
+from convert.converter import convert
+from nanocodec import AudioCodecModel
+from nanocodec.errors import InvalidInputError
+from parity import compare, fixtures
+from parity.oracle.derive import derive_reflect
+
+CAUSAL_FIXTURES = [c for c in fixtures.model_cases() if c.derive is None]  # 0.6, 1.78 and 1.89 kbps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Streaming runs thousands of tiny convs: with 2 intra-op threads on a loaded 2-core machine
+    OpenMP's spin-waits make them ~20x slower. One thread keeps this module fast; results are the
+    same (the token rule and 1e-5 bound hold across thread counts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("streaming")
+    out = {}
+    for case in CAUSAL_FIXTURES:
+        convert(str(case.nemo), str(tmp / case.name))
+        out[case.name] = AudioCodecModel.from_pretrained(tmp / case.name)
+    base = next(c for c in CAUSAL_FIXTURES if c.name == "nano0p6_replicate")
+    convert(str(derive_reflect(base.nemo, tmp / "reflect.nemo")), str(tmp / "reflect"))
+    out["reflect"] = AudioCodecModel.from_pretrained(tmp / "reflect")
+    shutil.copytree(tmp / base.name, tmp / "zeros")  # same weights, zero padding: a third pad mode
+    cfg = json.loads((tmp / "zeros" / "config.json").read_text())
+    cfg["encoder"]["pad_mode"] = "zeros"
+    (tmp / "zeros" / "config.json").write_text(json.dumps(cfg))
+    out["zeros"] = AudioCodecModel.from_pretrained(tmp / "zeros")
+    return out
+
+
+def schedule(total, chunk, seed=0):
+    """Chunk boundaries: fixed size, or random sizes in [0, 2*spf] for chunk == 'random'."""
+    rng = random.Random(seed)
+    cuts, at = [], 0
+    while at < total:
+        n = rng.randint(0, 2 * 1764) if chunk == "random" else chunk
+        cuts.append((at, min(total, at + n)))
+        at += n
+    return cuts
+
+
+def stream_decode(model, tokens, sizes):
+    dec = model.stream_decoder(batch_size=tokens.shape[0])
+    out, at = [], 0
+    for n in sizes:
+        out.append(dec.step(tokens[:, :, at : at + n]))
+        at += n
+    return torch.cat(out, dim=-1)
+
+
+@pytest.mark.parametrize("name", [c.name for c in CAUSAL_FIXTURES])
+def test_stream_decoder_equals_offline(models, name):
+    model = models[name]
+    case = next(c for c in CAUSAL_FIXTURES if c.name == name)
+    long_tokens = torch.from_numpy(fixtures.read_ref(case, "speech_4s")["tokens"]).long()
+    short_tokens = long_tokens[:, :, : max(1, round(model.config.frame_rate))]  # ~1 s for chunk size 1
+    rng = random.Random(1)
+    for tokens, sizes_list in (
+        (short_tokens, [[1] * short_tokens.shape[-1]]),
+        (long_tokens, [[c] * -(-long_tokens.shape[-1] // c) for c in (2, 3, 4, 7, 16)]
+         + [[rng.randint(1, 9) for _ in range(long_tokens.shape[-1])]]),
+    ):
+        for batch in (1, 3):
+            # batch 3: different token streams per item (shifted), all in lockstep
+            toks = torch.cat([tokens.roll(i, dims=-1) for i in range(batch)])
+            offline, _ = model.decode(toks)
+            for sizes in sizes_list:
+                f = toks.shape[-1]
+                sizes = [n for n in sizes if n > 0]
+                total = 0
+                trimmed = []
+                for n in sizes:  # cut the schedule to exactly f frames
+                    if total >= f:
+                        break
+                    trimmed.append(min(n, f - total))
+                    total += trimmed[-1]
+                streamed = stream_decode(model, toks, trimmed)
+                assert streamed.shape == offline.shape
+                err = compare.max_abs_error(streamed.numpy(), offline.numpy())
+                assert err <= compare.AUDIO_MAX_ABS_TOL, (name, batch, trimmed[:5], err)
+
+
+def test_stream_decoder_reset_and_batch_check(models):
+    model = models["nano0p6_replicate"]
+    tokens = torch.randint(0, model.codebook_size, (1, model.num_codebooks, 5))
+    dec = model.stream_decoder()
+    first = dec.step(tokens)
+    dec.reset()
+    assert torch.equal(dec.step(tokens), first)
+    with pytest.raises(InvalidInputError, match="batch_size=1"):
+        dec.step(tokens.repeat(2, 1, 1))
+
+
+def stream_encode(model, audio, chunk, seed=0):
+    enc = model.stream_encoder(batch_size=audio.shape[0])
+    outs = [enc.step(audio[:, a:b]) for a, b in schedule(audio.shape[-1], chunk, seed)]
+    outs.append(enc.flush())
+    assert all(o.dtype == torch.int32 for o in outs)
+    return torch.cat(outs, dim=-1)
+
+
+def check_tokens(model, audio, streamed):
+    latents, frames = model.encode_latents(audio)
+    offline = model.quantizer.encode(latents, frames)
+    pre = model.quantizer.prerounding(latents).flatten(1, 2)
+    report = compare.compare_tokens(streamed.numpy(), offline.numpy(), pre.numpy())
+    assert report.ok, report.mismatches[:5]
+
+
+@pytest.mark.parametrize("name", ["nano0p6_replicate", "reflect", "zeros", "nano1p89", "nano1p78"])
+@pytest.mark.parametrize("chunk", [100, 1764, 5000, "random"])
+def test_stream_encoder_equals_offline(models, name, chunk):
+    model = models[name]
+    speech = torch.from_numpy(fixtures.read_input("speech_4s"))[: 2 * 22050]
+    audio = torch.stack([speech, speech.roll(777)])  # batch 2 in lockstep
+    check_tokens(model, audio, stream_encode(model, audio, chunk, seed=len(name)))
+
+
+@pytest.mark.parametrize("name", ["nano0p6_replicate", "reflect", "zeros"])
+def test_stream_encoder_sample_by_sample(models, name):
+    model = models[name]
+    n = 4 * model.samples_per_frame if name == "reflect" else 2205  # reflect needs 4 frames (NeMo too)
+    audio = torch.from_numpy(fixtures.read_input("speech_4s"))[None, 11025 : 11025 + n]
+    check_tokens(model, audio, stream_encode(model, audio, 1))
+
+
+@pytest.mark.parametrize("length", [1, 1763, 1764, 1765])
+def test_stream_encoder_short_inputs(models, length):
+    model = models["nano0p6_replicate"]
+    audio = torch.from_numpy(fixtures.read_input("speech_4s"))[None, 20000 : 20000 + length]
+    for chunk in (7, 1000):
+        check_tokens(model, audio, stream_encode(model, audio, chunk))
+
+
+def test_stream_encoder_lookahead_is_exact(models):
+    """Frame k's tokens appear once (k+1)*spf + lookahead_samples samples are in, not one earlier."""
+    model = models["nano0p6_replicate"]
+    spf = model.samples_per_frame
+    enc = model.stream_encoder()
+    look = enc.lookahead_samples
+    assert look > 0 and enc.lookahead_ms == pytest.approx(1000 * look / model.sample_rate)
+    audio = torch.from_numpy(fixtures.read_input("speech_4s"))[None]
+    need = spf + look  # samples needed for frame 0
+    assert enc.step(audio[:, : need - 1]).shape[-1] == 0
+    assert enc.step(audio[:, need - 1 : need]).shape[-1] == 1
+    assert enc.step(audio[:, need : need + spf - 1]).shape[-1] == 0
+    assert enc.step(audio[:, need + spf - 1 : need + spf]).shape[-1] == 1
+
+
+def test_stream_encoder_empty_steps_and_reset(models):
+    model = models["nano0p6_replicate"]
+    enc = model.stream_encoder()
+    assert enc.step(torch.zeros(1, 0)).shape == (1, model.num_codebooks, 0)
+    assert enc.flush().shape == (1, model.num_codebooks, 0)
+    with pytest.raises(InvalidInputError):
+        enc.step(torch.zeros(2, 10))
