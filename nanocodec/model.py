@@ -15,6 +15,7 @@ from .errors import InvalidInputError
 from .modules.conv import Ragged
 from .modules.masking import mask_past_lengths
 from .quantizer import GroupFSQ
+from .streaming import decode_in_chunks, encode_in_chunks
 
 
 class EncodeOutput(NamedTuple):
@@ -78,9 +79,15 @@ class AudioCodecModel(nn.Module):
         return {"encoder": enc, "decoder": dec, "total": enc + dec}
 
     # ---- encoding -----------------------------------------------------------------------
-    @torch.no_grad()
-    def encode_latents(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> LatentOutput:
-        """The encoder's continuous output (NeMo's `encode_audio`), before quantization."""
+    @torch.inference_mode()
+    def encode_latents(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+                       chunk_seconds: float | None = None) -> LatentOutput:
+        """The encoder's continuous output (NeMo's `encode_audio`), before quantization.
+
+        `chunk_seconds`: encode a long, non-ragged batch that many seconds at a time on the
+        streaming machinery (flat memory, warm caches; equal to whole-input encoding up to ~1e-6
+        in latents, i.e. the token rule of contracts §5). Ragged batches are encoded whole.
+        """
         audio, audio_len = validation.audio_batch(audio, audio_len, self.dtype, self.device)
         spf = self.samples_per_frame
         frames = torch.div(audio_len + spf - 1, spf, rounding_mode="floor")
@@ -103,14 +110,28 @@ class AudioCodecModel(nn.Module):
             if bool((padded_len != total).any()):
                 ragged = Ragged(padded_len, "edge")
             self._check_reflect(padded_len)
-        latents = self.encoder(x.unsqueeze(1), ragged)
+        chunk = self._chunk(chunk_seconds) * spf
+        if ragged is None and chunk and total > chunk:
+            latents = encode_in_chunks(self.encoder, x.unsqueeze(1), chunk)
+        else:
+            latents = self.encoder(x.unsqueeze(1), ragged)
         latents = mask_past_lengths(latents, frames)
         return LatentOutput(latents, frames)
 
-    @torch.no_grad()
-    def encode(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> EncodeOutput:
-        latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat)
+    @torch.inference_mode()
+    def encode(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+               chunk_seconds: float | None = None) -> EncodeOutput:
+        latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat,
+                                              chunk_seconds=chunk_seconds)
         return EncodeOutput(self.quantizer.encode(latents, frames), frames)
+
+    def _chunk(self, seconds: float | None) -> int:
+        """Whole frames per chunk for `chunk_seconds` (0: no chunking)."""
+        if seconds is None:
+            return 0
+        if not seconds > 0:
+            raise InvalidInputError(f"chunk_seconds must be positive, got {seconds}")
+        return max(1, round(seconds * self.sample_rate / self.samples_per_frame))
 
     def _check_reflect(self, lengths: torch.Tensor) -> None:
         if self.config.encoder.pad_mode != "reflect":
@@ -126,17 +147,24 @@ class AudioCodecModel(nn.Module):
                 )
 
     # ---- decoding -----------------------------------------------------------------------
-    @torch.no_grad()
-    def decode(self, tokens, tokens_len=None) -> DecodeOutput:
+    @torch.inference_mode()
+    def decode(self, tokens, tokens_len=None, *, chunk_seconds: float | None = None) -> DecodeOutput:
+        """`chunk_seconds`: decode that many seconds at a time with the causal state carried
+        across chunks (flat memory; equal to whole-input decoding within ~1e-7)."""
         tokens, tokens_len = validation.token_batch(tokens, tokens_len, self.num_codebooks, self.codebook_size, self.device)
         latents = self.quantizer.decode(tokens, tokens_len).to(self.dtype)
         audio_len = tokens_len * self.samples_per_frame
+        chunk = self._chunk(chunk_seconds)
+        if chunk and latents.shape[-1] > chunk:
+            # clamp/tanh map 0 to 0, so masking after the output activation is what NeMo gives
+            return DecodeOutput(mask_past_lengths(decode_in_chunks(self.decoder, latents, chunk), audio_len), audio_len)
         return DecodeOutput(self.decoder(latents, audio_len), audio_len)
 
-    @torch.no_grad()
-    def forward(self, audio, audio_len=None, *, nemo_batch_compat: bool = False) -> CodecOutput:
-        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat)
-        decoded, decoded_len = self.decode(tokens, tokens_len)
+    @torch.inference_mode()
+    def forward(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+                chunk_seconds: float | None = None) -> CodecOutput:
+        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat, chunk_seconds=chunk_seconds)
+        decoded, decoded_len = self.decode(tokens, tokens_len, chunk_seconds=chunk_seconds)
         return CodecOutput(decoded, tokens, decoded_len)
 
     # ---- streaming (nanocodec/streaming.py) ----------------------------------------------

@@ -285,6 +285,21 @@ def _encoder_graph(encoder) -> _Seq:
     return _Seq(ops)
 
 
+def encode_in_chunks(encoder, audio: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Offline encoder output of `audio` [B,1,T] (T whole frames), computed `chunk` samples at a
+    time on the streaming machinery: flat memory and warm caches for long inputs."""
+    graph = _encoder_graph(encoder)
+    outs = [graph.push(audio[..., i : i + chunk]) for i in range(0, audio.shape[-1], chunk)]
+    outs.append(graph.flush())
+    return torch.cat([o for o in outs if o is not None], dim=-1)
+
+
+def decode_in_chunks(decoder, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Offline decoder output of `latents` [B,D,F], `chunk` frames at a time (causal state carried)."""
+    state: dict = {}
+    return torch.cat([decoder(latents[..., i : i + chunk], state=state) for i in range(0, latents.shape[-1], chunk)], dim=-1)
+
+
 class StreamingEncoder:
     """`step(audio [B,1,n] | [B,n]) -> int32 tokens [B,G,f]`, `flush()` -> the rest; the
     concatenation equals `model.encode(all_audio).tokens`."""
