@@ -23,7 +23,7 @@ NEMO_PREFIXES = ("audio_encoder.", "audio_decoder.", "vector_quantizer.")
 
 
 def convert_command(source: str) -> str:
-    return f"python -m convert {source} OUT_DIR   (from a nanocodec checkout; see README 'Converting')"
+    return f"python -m convert {source} OUT  (run in a nanocodec checkout; then load OUT)"
 
 
 def _resolve(path_or_repo_id, revision, **hub_kwargs) -> Path:
