@@ -22,8 +22,8 @@ WEIGHTS_NAME = "model.safetensors"
 NEMO_PREFIXES = ("audio_encoder.", "audio_decoder.", "vector_quantizer.")
 
 
-def convert_command(source: str) -> str:
-    return f"python -m convert {source} OUT  (run in a nanocodec checkout; then load OUT)"
+def convert_command(source: str, options: str = "") -> str:
+    return f"python -m convert {source} OUT{options}  (run in a nanocodec checkout; then load OUT)"
 
 
 def _resolve(path_or_repo_id, revision, **hub_kwargs) -> Path:
@@ -88,7 +88,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     if any(k.startswith(NEMO_PREFIXES) for k in state):
         raise CheckpointError(
             f"{path} holds NeMo-named weights (e.g. the PyPI port's re-export); convert them first: "
-            f"{convert_command(str(folder))} --preset NAME"
+            f"{convert_command(str(folder), ' --preset NAME')}"
         )
     return state
 
