@@ -85,6 +85,16 @@ def download_nemo(repo_id: str, revision: str | None) -> Path:
     return path
 
 
+def download_safetensors(repo_id: str, revision: str | None) -> str:
+    """A hub repo of NeMo-named safetensors (the PyPI port's re-export), as a local folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, revision=revision, allow_patterns=["*.safetensors"])
+    except Exception as e:
+        raise CheckpointError(f"could not download {repo_id} (revision {revision}): {e}") from None
+
+
 def load_source(src: str, preset_name: str | None, revision: str | None):
     """-> (config, NeMo-named state dict, report skeleton)."""
     path = Path(src)
@@ -106,12 +116,17 @@ def load_source(src: str, preset_name: str | None, revision: str | None):
         digest = hashlib.sha256()
         for f in files:
             digest.update(f.read_bytes())
-            state.update(load_file(str(f)))
+            try:
+                state.update(load_file(str(f)))
+            except Exception as e:  # safetensors raises its own error types for corrupt files
+                raise CheckpointError(f"{f} is not a readable safetensors file: {e}") from None
         report = Report(str(src), digest.hexdigest(), "NeMo-named safetensors", None,
                         config_notes=[f"architecture from preset {preset.name}: {a}" for a in preset.assumptions]
                         or [f"architecture from preset {preset.name}"])
         return preset.config(), state, report
     if not path.exists():
+        if src.count("/") == 1 and not src.startswith((".", "/")) and preset_name:
+            return load_source(download_safetensors(src, revision), preset_name, revision)
         if src.count("/") == 1 and not src.startswith((".", "/")):
             path = download_nemo(src, revision)
         else:
@@ -132,6 +147,7 @@ def convert(src: str, out: str, *, overwrite: bool = False, preset: str | None =
     check_state_dict(model, mapping.state_dict)
     model.load_state_dict({k: v.to(torch.float32) for k, v in mapping.state_dict.items()}, strict=True, assign=True)
     mapping.state_dict.clear()
+    check_state_dict(model, model.state_dict())  # again in float32: a float64 value past its range is Inf now
     report.mapped = dict(mapping.mapped)
     report.dropped = dict(mapping.dropped)
     report.folded_weight_norm = mapping.folded
