@@ -1,0 +1,187 @@
+"""The `nanocodec` command line end to end, and the examples, on the fixture model."""
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from conftest import ROOT
+from nanocodec import AudioCodecModel, audio, cli, token_files
+from parity import fixtures
+
+AUDIO = fixtures.FIXTURES / "audio"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The fixture model is tiny: one thread avoids OpenMP oversubscription on shared CI cores
+    (on a busy 2-core machine, 2 threads made these tests 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(base_folder):
+    return AudioCodecModel.from_pretrained(base_folder)
+
+
+@pytest.fixture(scope="module")
+def flac44(tmp_path_factory):
+    """44.1 kHz stereo 16-bit FLAC, as users hand it in."""
+    x = soxr.resample(fixtures.read_input("speech_0p5s"), 22050, 44100)
+    path = tmp_path_factory.mktemp("in") / "speech 44k.flac"
+    sf.write(path, np.stack([x, 0.8 * x], 1), 44100, subtype="PCM_16")
+    return path
+
+
+def nc(capsys, *args):
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_encode_decode_44k_stereo_flac(capsys, model, base_folder, flac44, tmp_path):
+    tokens_path = tmp_path / "speech.safetensors"
+    rc, _, err = nc(capsys, "encode", flac44, "-o", tokens_path, "--model", base_folder)
+    assert rc == 0, err
+    tf = token_files.read(tokens_path)
+    clip = audio.read(flac44, 22050)
+    assert clip.num_samples == 11025
+    want, _ = model.encode(clip.tensor())
+    assert torch.equal(tf.tokens["tokens"], want[0]) and tf.num_samples == {"tokens": 11025}
+    meta = tf.metadata
+    assert meta["model"] == str(base_folder.resolve()) and meta["config_sha256"] == model.config.sha256()
+    assert (meta["sample_rate"], meta["samples_per_frame"], meta["source"]) == ("22050", "1764", flac44.name)
+    assert json.loads(meta["lengths"]) == {"tokens": {"frames": 7, "num_samples": 11025}}
+    # same input, same bytes
+    again = tmp_path / "again.safetensors"
+    assert nc(capsys, "encode", flac44, "-o", again, "--model", base_folder)[0] == 0
+    assert again.read_bytes() == tokens_path.read_bytes()
+
+    wav = tmp_path / "out.wav"
+    rc, _, err = nc(capsys, "decode", tokens_path, "-o", wav)  # the model comes from the file
+    assert rc == 0, err
+    y, rate = sf.read(wav, dtype="float32")
+    decoded, _ = model.decode(want)
+    assert rate == 22050 and y.shape == (11025,) and np.array_equal(y, decoded[0, 0, :11025].numpy())
+    full = tmp_path / "full.wav"
+    assert nc(capsys, "decode", tokens_path, "-o", full, "--no-trim", "--subtype", "PCM_16")[0] == 0
+    assert sf.info(full).frames == 7 * 1764 and sf.info(full).subtype == "PCM_16"
+
+    rt = tmp_path / "rt.wav"
+    assert nc(capsys, "roundtrip", flac44, "-o", rt, "--model", base_folder)[0] == 0
+    assert rt.read_bytes() == wav.read_bytes()
+
+
+def test_several_inputs_go_to_a_folder(capsys, model, base_folder, tmp_path):
+    names = ["len_1", "len_1765", "speech_0p5s"]
+    out = tmp_path / "tokens"
+    rc, _, err = nc(capsys, "encode", *[AUDIO / f"{n}.wav" for n in names], "-o", out, "--model", base_folder,
+                    "--batch-size", 2)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}.safetensors" for n in names]
+    for n in names:
+        solo, _ = model.encode(torch.from_numpy(fixtures.read_input(n)))
+        assert torch.equal(token_files.read(out / f"{n}.safetensors").tokens["tokens"], solo[0])
+    # a file with several items (a tokenize shard) decodes into a folder
+    shard = token_files.read(out / "len_1765.safetensors")
+    many = tmp_path / "many.safetensors"
+    token_files.write(many, {"a/x.flac": shard.tokens["tokens"], "b": shard.tokens["tokens"]},
+                      {"a/x.flac": 1765, "b": 1765}, token_files.header(model, str(base_folder)))
+    assert nc(capsys, "decode", many, "-o", tmp_path / "wavs")[0] == 0
+    assert sf.info(tmp_path / "wavs" / "a" / "x.wav").frames == 1765 and (tmp_path / "wavs" / "b.wav").exists()
+
+
+def test_info(capsys, model, base_folder, tmp_path):
+    rc, out, _ = nc(capsys, "info", base_folder, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["config_sha256"] == model.config.sha256()
+    assert (info["sample_rate"], info["samples_per_frame"], info["num_codebooks"], info["codebook_size"]) == (22050, 1764, 4, 4032)
+    assert info["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+    rc, out, _ = nc(capsys, "info", base_folder)
+    assert rc == 0 and "frame_rate" in out and "12.5" in out
+    tok = tmp_path / "t.safetensors"
+    assert nc(capsys, "encode", AUDIO / "len_1765.wav", "-o", tok, "--model", base_folder)[0] == 0
+    rc, out, _ = nc(capsys, "info", tok, "--json")
+    assert rc == 0 and json.loads(out)["items"] == {"tokens": {"frames": 2, "num_samples": 1765}}
+
+
+def test_tokenize_command(capsys, base_folder, tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    sf.write(corpus / "a.wav", fixtures.read_input("len_1765"), 22050)
+    sf.write(corpus / "sub" / "b.flac", fixtures.read_input("len_1763"), 22050)
+    (corpus / "sub" / "broken.wav").write_bytes(b"no")
+    rc, _, err = nc(capsys, "tokenize", corpus, "-o", tmp_path / "out", "--model", base_folder, "--shard-size", 2)
+    assert rc == 0, err
+    assert "skipped sub/broken.wav" in err and "tokenized 2" in err and "h/s" in err
+    lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["path"] for ln in lines] == ["a.wav", "sub/b.flac"]
+
+
+def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"garbage")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    good = tmp_path / "good.safetensors"
+    assert nc(capsys, "encode", AUDIO / "len_1.wav", "-o", good, "--model", base_folder)[0] == 0
+    tf = token_files.read(good)
+    alien = tmp_path / "alien.safetensors"
+    token_files.write(alien, tf.tokens, tf.num_samples, {**tf.metadata, "config_sha256": "0" * 64})
+    cases = [
+        (["encode", tmp_path / "bad.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder], "cannot read"),
+        (["encode", tmp_path / "missing.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder], "no such file"),
+        (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors"], "--model"),
+        (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors", "--model", tmp_path], "config.json"),
+        (["encode", AUDIO / "len_1.wav", AUDIO / "len_1.wav", "-o", tmp_path / "d", "--model", base_folder], "collide"),
+        (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder, "--device", "nope"], "device"),
+        (["decode", tmp_path / "bad.safetensors", "-o", tmp_path / "x.wav"], "safetensors"),
+        (["decode", alien, "-o", tmp_path / "x.wav"], "config sha256"),
+        (["decode", good, "-o", tmp_path / "x.xyz"], "unknown audio format"),
+        (["roundtrip", AUDIO / "len_1.wav", "-o", tmp_path / "x.wav", "--model", fixtures.FIXTURES / "models" / "nano0p6_replicate.nemo"], "convert"),
+        (["tokenize", AUDIO / "len_1.wav", "-o", tmp_path / "t", "--model", base_folder], "not a folder"),
+    ]
+    for args, match in cases:
+        rc, out, err = nc(capsys, *args)
+        assert rc == 2, (args, out, err)
+        assert err.count("\n") == 1 and err.startswith("nanocodec: error: ") and match in err, (args, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "x.wav").exists()
+
+
+def test_console_script_runs_as_a_module(base_folder, tmp_path):
+    """What a user types: a fresh process, exit codes and stderr as promised."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ok = subprocess.run([sys.executable, "-m", "nanocodec.cli", "roundtrip", str(AUDIO / "len_1765.wav"),
+                         "-o", str(tmp_path / "rt.wav"), "--model", str(base_folder)],
+                        cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert sf.info(tmp_path / "rt.wav").frames == 1765
+    bad = subprocess.run([sys.executable, "-m", "nanocodec.cli", "decode", str(tmp_path / "nope.safetensors"),
+                          "-o", str(tmp_path / "x.wav")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("example, args", [
+    ("basic_encode_decode.py", ["{model}", "{audio}/speech_0p5s.wav", "{tmp}/out.wav"]),
+    ("batch_processing.py", ["{model}", "{audio}/len_1765.wav", "{audio}/speech_0p5s.wav", "{audio}/len_1.wav"]),
+    ("tokenize_corpus.py", ["{model}", "{corpus}", "{tmp}/tokens"]),
+])
+def test_examples_run(example, args, base_folder, tmp_path, capsys, monkeypatch):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in ("len_1765", "len_1763"):
+        sf.write(corpus / f"{n}.wav", fixtures.read_input(n), 22050)
+    argv = [a.format(model=base_folder, audio=AUDIO, tmp=tmp_path, corpus=corpus) for a in args]
+    monkeypatch.setattr(sys, "argv", [example, *argv])
+    runpy.run_path(str(ROOT / "examples" / example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.strip()
+    assert "False" not in out  # batch_processing prints whether batched tokens equal solo ones
