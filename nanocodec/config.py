@@ -20,6 +20,10 @@ FORMAT_VERSION = 1
 PAD_MODES = ("reflect", "replicate", "zeros")
 ACTIVATIONS = ("lrelu", "elu", "snake", "half_snake")
 OUTPUT_ACTIVATIONS = ("clamp", "tanh")
+# Bounds far past any real codec, so that a hostile config cannot make tensor sizes overflow.
+MAX_INT = 1 << 20
+MAX_LIST = 32
+MAX_CHANNELS = 1 << 16
 
 
 @dataclass
@@ -130,8 +134,14 @@ class NanoCodecConfig:
             bad("quantizer.num_levels_per_group", "every dimension needs at least 2 levels")
         if q.codebook_size > 2**31 - 1:
             bad("quantizer.num_levels_per_group", "the codebook does not fit int32 token ids")
-        if not (0.0 <= q.eps < 1.0):
-            bad("quantizer.eps", f"{q.eps} is outside [0, 1)")
+        if isinstance(q.eps, bool) or not isinstance(q.eps, (int, float)) or not (0.0 <= q.eps < 1.0):
+            bad("quantizer.eps", f"{q.eps!r} is not a number in [0, 1)")
+        if not isinstance(dec.n_groups_equal_to_out_channels, bool):
+            bad("decoder.n_groups_equal_to_out_channels", f"{dec.n_groups_equal_to_out_channels!r} is not true or false")
+        for key, width in (("encoder.base_channels", enc.base_channels * 2 ** len(enc.down_sample_rates)),
+                           ("decoder.base_channels", dec.base_channels)):
+            if width > MAX_CHANNELS:
+                bad(key, f"it gives {width} channels, more than {MAX_CHANNELS}")
         if math.prod(enc.down_sample_rates) != self.samples_per_frame:
             bad("encoder.down_sample_rates", f"their product must equal samples_per_frame={self.samples_per_frame}")
         if math.prod(dec.up_sample_rates) != self.samples_per_frame:
@@ -193,9 +203,13 @@ def _positive_ints(bad, key, values, nonempty=False):
     values = list(values) if isinstance(values, (list, tuple)) else values
     if not isinstance(values, list) or (nonempty and not values):
         bad(key, "expected a non-empty list of positive integers")
+    if len(values) > MAX_LIST:
+        bad(key, f"{len(values)} entries, more than {MAX_LIST}")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             bad(key, f"{v!r} is not a positive integer")
+        if v > MAX_INT:
+            bad(key, f"{v} is larger than {MAX_INT}")
 
 
 def _build(part_cls, values, prefix):
