@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 
 .DEFAULT_GOAL := all
-.PHONY: all install test parity convert bench-streaming clean
+.PHONY: all install test parity convert bench-streaming clean bench
 
 all: install parity
 
@@ -45,3 +45,12 @@ clean:
 
 # The NeMo oracle: its isolated environment, test audio and fixture builder.
 include parity/oracle/oracle.mk
+
+# Side by side on this CPU vs NeMo (oracle env) and nanocodec-torch 1.0.0 (cache/bench-venvs/port), issue 7:
+# writes reports/bench-cpu.md/.json/.png (<= 20 min). make bench QUICK=1: smoke run (< 2 min, report in
+# cache/bench/report-quick/). BENCH_ARGS adds options, e.g. BENCH_ARGS="--bench-ours dtype=bfloat16 --bench-threads 2"
+QUICK ?=
+BENCH_ARGS ?=
+bench: install $(ORACLE_DEP)
+	$(PY) -m pytest benchmarks/test_bench.py --benchmark-only -s -q -p no:cacheprovider --benchmark-sort=name \
+		--benchmark-columns=median,min,max,rounds $(if $(QUICK),--bench-quick) $(BENCH_ARGS)
