@@ -20,3 +20,15 @@ def base_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "nano0p6"
     convert(str(BASE_NEMO), str(out))
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of many tiny convs: on a busy 2-core machine, 2 intra-op threads made them ~20x
+    slower (OpenMP spin-waits); results are the same under the contracts §5 rules."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

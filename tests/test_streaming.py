@@ -20,15 +20,7 @@ from parity.oracle.derive import derive_reflect
 CAUSAL_FIXTURES = [c for c in fixtures.model_cases() if c.derive is None]  # 0.6, 1.78 and 1.89 kbps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Streaming runs thousands of tiny convs: with 2 intra-op threads on a loaded 2-core machine
-    OpenMP's spin-waits make them ~20x slower. One thread keeps this module fast; results are the
-    same (the token rule and 1e-5 bound hold across thread counts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

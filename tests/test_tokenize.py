@@ -24,14 +24,7 @@ from parity import compare, fixtures
 SHARD, BATCH = 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The fixture model is tiny: one thread avoids OpenMP oversubscription on shared CI cores
-    (on a busy 2-core machine, 2 threads made these tests 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
