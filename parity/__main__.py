@@ -1,4 +1,8 @@
-"""`python -m parity [--report DIR] [--model NAME ...] [--threads N] [--dtype float32]` (make parity)."""
+"""`python -m parity [--report DIR] [--model NAME ...] [--threads N] [--dtype float32]` (make parity).
+
+`python -m parity --nemo path/to/user.nemo [--report DIR]` (make parity NEMO=...): the live tier on a
+user's own checkpoint instead (parity/live.py; needs the NeMo oracle environment).
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +21,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--nemo", help="live parity on this .nemo with NeMo side by side (parity/live.py)")
     args = parser.parse_args(argv)
+    if args.nemo:
+        from . import live
+
+        return live.main(["--nemo", args.nemo] + (["--threads", str(args.threads)] if args.threads else [])
+                         + (["--report", str(args.report)] if args.report else []))
     options = run.RunOptions(device=args.device, dtype=args.dtype, threads=args.threads)
     cases = [c for c in fixtures.model_cases() if not args.model or c.name in args.model]
     records = []

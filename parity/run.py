@@ -24,6 +24,11 @@ from . import compare, fixtures
 from .compare import TokenReport
 
 
+# PESQ of ours and of NeMo's reconstruction against the input must agree (audio within 1e-5 of each
+# other scores the same to PESQ's printed precision; this only guards the perceptual figure itself).
+PESQ_AGREE_TOL = 1e-2
+
+
 @dataclass(frozen=True)
 class RunOptions:
     device: str = "cpu"
@@ -45,9 +50,20 @@ class Record:
     audio_snr_db: float
     forward_consistent: bool | None = None
     pesq: dict = field(default_factory=dict)
+    # an input NeMo refuses: {"nemo": what NeMo raised, "ours": what we raised (None: we did not)}
+    rejected: dict = field(default_factory=dict)
+
+    @property
+    def pesq_agrees(self) -> bool:
+        a, b = self.pesq.get("input_vs_ours"), self.pesq.get("input_vs_nemo")
+        if a is None or b is None:
+            return a is None and b is None
+        return abs(a - b) <= PESQ_AGREE_TOL
 
     @property
     def ok(self) -> bool:
+        if self.rejected:
+            return bool(self.rejected.get("nemo")) and bool(self.rejected.get("ours"))
         audio_ok = self.audio_max_abs_error <= compare.AUDIO_MAX_ABS_TOL and (
             self.audio_snr_db >= compare.AUDIO_MIN_SNR_DB or np.isinf(self.audio_snr_db)
         )
@@ -56,6 +72,7 @@ class Record:
             and self.latent_rel_error <= compare.LATENT_REL_TOL
             and audio_ok
             and self.forward_consistent is not False
+            and self.pesq_agrees
         )
 
     def to_dict(self) -> dict:
@@ -69,11 +86,14 @@ def _t(x) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions) -> AudioCodecModel:
-    nemo = fixtures.materialize(case, workdir)
-    out = workdir / f"{case.name}-converted"
+def load_nemo(nemo: Path, out: Path, options: RunOptions) -> AudioCodecModel:
+    """Convert a `.nemo` with our converter into `out` and load it."""
     convert(str(nemo), str(out), overwrite=True)
     return AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+
+
+def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions) -> AudioCodecModel:
+    return load_nemo(fixtures.materialize(case, workdir), workdir / f"{case.name}-converted", options)
 
 
 def _audio_cmp(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:
@@ -94,53 +114,59 @@ def _speech_pesq(name: str, audio_in: np.ndarray, ours: np.ndarray, nemo: np.nda
     }
 
 
+def compare_item(model: AudioCodecModel, model_name: str, name: str, audio: np.ndarray, ref: dict,
+                 with_pesq: bool = True) -> Record:
+    """One clip (batch of 1) against NeMo's recorded outputs `ref` (tokens, prerounding, tokens_len,
+    latents, decoded): encode, decode of NeMo's tokens, forward == decode(encode)."""
+    dev = model.device
+    x = _t(audio).to(dev).unsqueeze(0)
+    latents, _ = model.encode_latents(x)
+    tokens = model.quantizer.encode(latents.float(), torch.tensor([latents.shape[-1]], device=dev))
+    tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
+    lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
+    decoded, decoded_len = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
+    err, snr = _audio_cmp(decoded, ref["decoded"])
+    out = model(x)
+    ours_enc = model.encode(x)
+    consistent = torch.equal(out.tokens, ours_enc.tokens) and torch.equal(out.audio, model.decode(*ours_enc).audio)
+    pesq = _speech_pesq(name, audio, decoded.float().cpu().numpy().ravel(), ref["decoded"].ravel(), model.sample_rate) if with_pesq else {}
+    return Record(model_name, name, "item", tok, lat_err, err, snr, consistent, pesq)
+
+
 def run_items(model: AudioCodecModel, case: fixtures.ModelCase, with_pesq: bool = True) -> list[Record]:
+    return [compare_item(model, case.name, name, fixtures.read_input(name), fixtures.read_ref(case, name), with_pesq)
+            for name in case.inputs]
+
+
+def compare_batch(model: AudioCodecModel, model_name: str, name: str, ref: dict) -> list[Record]:
+    """One ragged batch (ref: audio, audio_len, NeMo's batched outputs and item_* outputs), both modes."""
     records = []
     dev = model.device
-    for name in case.inputs:
-        audio = fixtures.read_input(name)
-        ref = fixtures.read_ref(case, name)
-        x = _t(audio).to(dev).unsqueeze(0)
-        latents, _ = model.encode_latents(x)
-        tokens = model.quantizer.encode(latents.float(), torch.tensor([latents.shape[-1]], device=dev))
-        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
-        lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
-        decoded, decoded_len = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
-        err, snr = _audio_cmp(decoded, ref["decoded"])
-        out = model(x)
-        ours_enc = model.encode(x)
-        consistent = torch.equal(out.tokens, ours_enc.tokens) and torch.equal(out.audio, model.decode(*ours_enc).audio)
-        pesq = _speech_pesq(name, audio, decoded.float().cpu().numpy().ravel(), ref["decoded"].ravel(), model.sample_rate) if with_pesq else {}
-        records.append(Record(case.name, name, "item", tok, lat_err, err, snr, consistent, pesq))
+    audio, lens = _t(ref["audio"]).to(dev), _t(ref["audio_len"]).to(dev)
+    # default: batch-invariant, each item as NeMo encodes it alone
+    latents, frames = model.encode_latents(audio, lens)
+    tokens = model.quantizer.encode(latents.float(), frames)
+    tok = compare.compare_tokens(tokens.cpu().numpy(), ref["item_tokens"], ref["item_prerounding"], frames.cpu().numpy())
+    lat_err = max(
+        compare.latent_rel_error(latents[i, :, : frames[i]].float().cpu().numpy(), ref["item_latents"][i, :, : frames[i]])
+        for i in range(len(lens))
+    )
+    decoded, _ = model.decode(_t(ref["item_tokens"]).to(dev), frames)
+    err, snr = _audio_cmp(decoded, ref["item_decoded"])
+    records.append(Record(model_name, name, "batch-invariant", tok, lat_err, err, snr))
+    # nemo_batch_compat: NeMo's own batched call on the same tensor
+    latents, frames = model.encode_latents(audio, lens, nemo_batch_compat=True)
+    tokens = model.quantizer.encode(latents.float(), frames)
+    tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
+    lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
+    decoded, _ = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
+    err, snr = _audio_cmp(decoded, ref["decoded"])
+    records.append(Record(model_name, name, "batch-compat", tok, lat_err, err, snr))
     return records
 
 
 def run_batches(model: AudioCodecModel, case: fixtures.ModelCase) -> list[Record]:
-    records = []
-    dev = model.device
-    for name in fixtures.batch_refs(case):
-        ref = fixtures.read_ref(case, name)
-        audio, lens = _t(ref["audio"]).to(dev), _t(ref["audio_len"]).to(dev)
-        # default: batch-invariant, each item as NeMo encodes it alone
-        latents, frames = model.encode_latents(audio, lens)
-        tokens = model.quantizer.encode(latents.float(), frames)
-        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["item_tokens"], ref["item_prerounding"], frames.cpu().numpy())
-        lat_err = max(
-            compare.latent_rel_error(latents[i, :, : frames[i]].float().cpu().numpy(), ref["item_latents"][i, :, : frames[i]])
-            for i in range(len(lens))
-        )
-        decoded, _ = model.decode(_t(ref["item_tokens"]).to(dev), frames)
-        err, snr = _audio_cmp(decoded, ref["item_decoded"])
-        records.append(Record(case.name, name, "batch-invariant", tok, lat_err, err, snr))
-        # nemo_batch_compat: NeMo's own batched call on the same tensor
-        latents, frames = model.encode_latents(audio, lens, nemo_batch_compat=True)
-        tokens = model.quantizer.encode(latents.float(), frames)
-        tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
-        lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
-        decoded, _ = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
-        err, snr = _audio_cmp(decoded, ref["decoded"])
-        records.append(Record(case.name, name, "batch-compat", tok, lat_err, err, snr))
-    return records
+    return [r for name in fixtures.batch_refs(case) for r in compare_batch(model, case.name, name, fixtures.read_ref(case, name))]
 
 
 def run_case(case: fixtures.ModelCase, options: RunOptions = RunOptions(), with_pesq: bool = True) -> list[Record]:

@@ -241,11 +241,12 @@ def check_figures(name: str, f: dict):
 # ----------------------------------------------------------------------------------------------
 # building
 # ----------------------------------------------------------------------------------------------
-def build_model(name: str, arch: dict, out_path: Path, tmp: Path):
+def build_model(name: str, arch: dict, out_path: Path, tmp: Path, seed: int | None = None):
+    """A seeded informative `.nemo` at out_path (seed: SEEDS[name] unless given; live parity passes its own)."""
     from nemo.collections.tts.models import AudioCodecModel
     from omegaconf import OmegaConf
 
-    seed = SEEDS[name]
+    seed = SEEDS[name] if seed is None else seed
     cfg = model_config(arch)
     torch.manual_seed(seed)
     model = AudioCodecModel(cfg=OmegaConf.create(cfg))

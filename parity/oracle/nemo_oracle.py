@@ -118,7 +118,9 @@ def _pad_to(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_batch(model, audio: torch.Tensor, audio_len: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_batch(model, audio: torch.Tensor, audio_len: torch.Tensor, items: dict | None = None) -> dict[str, torch.Tensor]:
+    """NeMo's batched call plus each item alone (item_*). items: the item_* of an earlier run_batch on
+    the same items (the same audio up to each length: only the padding differs), reused as they are."""
     spf = model.samples_per_frame
     tokens, tokens_len = model.encode(audio=audio, audio_len=audio_len)
     latents, latents_len = model.encode_audio(audio=audio, audio_len=audio_len)
@@ -128,7 +130,10 @@ def run_batch(model, audio: torch.Tensor, audio_len: torch.Tensor) -> dict[str, 
     assert torch.equal(fwd, decoded) and torch.equal(fwd_len, decoded_len), "forward != decode(encode) (batch)"
     fmax = tokens.shape[-1]
     it_tok, it_lat, it_pre, it_dec = [], [], [], []
-    for i in range(audio.shape[0]):
+    if items is not None:
+        assert items["item_tokens"].shape[-1] == fmax
+        it_tok, it_lat, it_pre, it_dec = (list(items[k]) for k in ("item_tokens", "item_latents", "item_prerounding", "item_decoded"))
+    for i in range(audio.shape[0] if items is None else 0):
         r = run_single(model, audio[i, : int(audio_len[i])].numpy().copy())
         it_tok.append(_pad_to(r["tokens"][0], fmax))
         it_lat.append(_pad_to(r["latents"][0], fmax))
@@ -164,9 +169,10 @@ def file_state(path) -> dict:
     return load_weights(read_nemo(path)[WEIGHTS_NAME])
 
 
-def assert_state_matches(model, path):
+def assert_state_matches(model, path, ignore_prefixes: tuple = ()):
     """restore_from loads with strict=False: compare the restored state dict with the file's ourselves
-    (legacy weight_g/weight_v names are mapped to the parametrization names)."""
+    (legacy weight_g/weight_v names are mapped to the parametrization names; keys under
+    ignore_prefixes, e.g. a discriminator left out of the restore, are skipped on both sides)."""
     from derive import _NEW_G, _NEW_V
 
     fs = {}
@@ -177,6 +183,9 @@ def assert_state_matches(model, path):
             k = k[: -len(".weight_v")] + _NEW_V
         fs[k] = v
     ms = model.state_dict()
+    if ignore_prefixes:
+        fs = {k: v for k, v in fs.items() if not k.startswith(ignore_prefixes)}
+        ms = {k: v for k, v in ms.items() if not k.startswith(ignore_prefixes)}
     assert set(ms) == set(fs), (sorted(set(ms) ^ set(fs)))[:10]
     for k in ms:
         assert ms[k].dtype == fs[k].dtype and torch.equal(ms[k], fs[k]), k
