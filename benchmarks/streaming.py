@@ -9,27 +9,20 @@ depend on weight values). Writes reports/streaming-<device>.md. Not a test: timi
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from nanocodec import AudioCodecModel
-from nanocodec.presets import DEFAULT_PRESET, PRESETS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # parity/ is a repository package
+
+from nanocodec import AudioCodecModel  # noqa: E402
+from parity.machine import cpu_name  # noqa: E402
+from nanocodec.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 
 NEW, CONTEXT = 25, 15  # the sliding window of a public TTS server
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn, repeat=5):

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from . import compare
+from .machine import cpu_name
 
 
 def environment() -> dict:
@@ -48,16 +49,8 @@ def environment() -> dict:
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {"torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu": cpu, "git_commit": commit}
+            "cpu": cpu_name(), "git_commit": commit}
 
 
 def _num(x):
