@@ -75,16 +75,23 @@ def prerounding(model, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_single(model, x: np.ndarray) -> dict[str, torch.Tensor]:
-    """All recorded outputs for one clip (batch of 1, full length)."""
-    audio = torch.from_numpy(x)[None, :]
-    audio_len = torch.tensor([x.shape[0]], dtype=torch.int64)
+def nemo_calls(model, audio: torch.Tensor, audio_len: torch.Tensor):
+    """NeMo's encode, encode_audio and decode on one batch, checking forward == decode(encode)."""
     tokens, tokens_len = model.encode(audio=audio, audio_len=audio_len)
     latents, latents_len = model.encode_audio(audio=audio, audio_len=audio_len)
     assert torch.equal(latents_len, tokens_len)
     decoded, decoded_len = model.decode(tokens=tokens, tokens_len=tokens_len)
     fwd, fwd_len = model(audio=audio, audio_len=audio_len)
     assert torch.equal(fwd, decoded) and torch.equal(fwd_len, decoded_len), "forward != decode(encode)"
+    return tokens, tokens_len, latents, decoded, decoded_len
+
+
+@torch.no_grad()
+def run_single(model, x: np.ndarray) -> dict[str, torch.Tensor]:
+    """All recorded outputs for one clip (batch of 1, full length)."""
+    audio = torch.from_numpy(x)[None, :]
+    audio_len = torch.tensor([x.shape[0]], dtype=torch.int64)
+    tokens, tokens_len, latents, decoded, decoded_len = nemo_calls(model, audio, audio_len)
     return {
         "tokens": tokens.to(torch.int32).contiguous(),
         "tokens_len": tokens_len.to(torch.int64).contiguous(),
@@ -122,12 +129,7 @@ def run_batch(model, audio: torch.Tensor, audio_len: torch.Tensor, items: dict |
     """NeMo's batched call plus each item alone (item_*). items: the item_* of an earlier run_batch on
     the same items (the same audio up to each length: only the padding differs), reused as they are."""
     spf = model.samples_per_frame
-    tokens, tokens_len = model.encode(audio=audio, audio_len=audio_len)
-    latents, latents_len = model.encode_audio(audio=audio, audio_len=audio_len)
-    assert torch.equal(latents_len, tokens_len)
-    decoded, decoded_len = model.decode(tokens=tokens, tokens_len=tokens_len)
-    fwd, fwd_len = model(audio=audio, audio_len=audio_len)
-    assert torch.equal(fwd, decoded) and torch.equal(fwd_len, decoded_len), "forward != decode(encode) (batch)"
+    tokens, tokens_len, latents, decoded, decoded_len = nemo_calls(model, audio, audio_len)
     fmax = tokens.shape[-1]
     it_tok, it_lat, it_pre, it_dec = [], [], [], []
     if items is not None:
@@ -196,20 +198,14 @@ def versions() -> dict:
 
     import nemo
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from parity.machine import cpu_name
+
     return {
         "nemo": nemo.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
     }
