@@ -271,21 +271,27 @@ def tokenize(
 ) -> Result:
     """Tokenize every audio file under `root` into `out_dir` (see the module docstring)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    started = time.perf_counter()
+    root, out_dir, model_ref = open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size)
+    with locked(out_dir):
+        return _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started)
+
+
+def open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size) -> tuple[Path, Path, str]:
+    """Check the arguments and bind OUT_DIR to the settings (every engine starts here)."""
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
         raise InvalidInputError(f"{root} is not a folder; tokenize takes a folder of audio files")
     if shard_size < 1 or batch_size < 1:
         raise InvalidInputError("--shard-size and --batch-size must be at least 1")
-    started = time.perf_counter()
     model_ref = token_files.model_reference(model_ref)
     _bind(out_dir, _state(model, model_ref, revision, shard_size))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(out_dir):
-        return _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started)
+    return root, out_dir, model_ref
 
 
 @contextlib.contextmanager
-def _locked(out_dir: Path):
+def locked(out_dir: Path):
     """One writer per output folder: a second run on it would list files twice."""
     try:
         import fcntl
@@ -303,7 +309,35 @@ def _locked(out_dir: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started) -> Result:
+
+# ---- the pieces every engine runs (nanocodec/ray_engine.py runs them on a Ray cluster) -------
+@dataclass
+class Plan:
+    """What a run has to do: the shards (name -> group of paths), and what earlier runs finished."""
+
+    root: Path
+    out_dir: Path
+    names: list[str]
+    groups: list[list[str]]
+    done: set[str]
+    by_shard: dict[str, list]  # shard -> its manifest entries
+    err_by_shard: dict[str, list]  # shard -> its error entries
+
+    @property
+    def todo(self) -> list[tuple[str, list[str]]]:
+        return [(n, g) for n, g in zip(self.names, self.groups) if n not in self.done]
+
+    def canonical(self, table, fields) -> list[str]:
+        return [_line(e, fields) for n in self.names for e in sorted(table[n], key=lambda e: e["path"])]
+
+    def write_canonical(self) -> None:
+        """Manifest and error log in shard order (a resume may have appended shards out of order)."""
+        _rewrite_if_changed(self.out_dir / MANIFEST, self.canonical(self.by_shard, MANIFEST_FIELDS))
+        _rewrite_if_changed(self.out_dir / ERRORS, self.canonical(self.err_by_shard, ERROR_FIELDS))
+
+
+def plan(root: Path, out_dir: Path, shard_size: int, log) -> Plan:
+    """List and group the corpus, keep what earlier runs finished, drop the rest (and stale shards)."""
     for leftover in out_dir.glob(".*.tmp-*"):  # temporary files of a crashed write
         leftover.unlink(missing_ok=True)
 
@@ -312,9 +346,7 @@ def _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, prog
         raise InvalidInputError(f"no audio files under {root} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
     groups = shard_groups(paths, shard_size)
     names = [shard_name(i) for i in range(len(groups))]
-    result = Result(files=len(paths), shards=len(groups))
 
-    # ---- what earlier runs finished --------------------------------------------------------
     manifest, dropped_m = read_jsonl(out_dir / MANIFEST, MANIFEST_FIELDS)
     errors, dropped_e = read_jsonl(out_dir / ERRORS, ERROR_FIELDS)
     if dropped_m or dropped_e:
@@ -332,70 +364,114 @@ def _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, prog
     for stale in out_dir.glob("shard-*.safetensors"):  # shards of a larger earlier corpus
         if stale.name not in names:
             stale.unlink()
+    p = Plan(root, out_dir, names, groups, done, by_shard, err_by_shard)
+    p.write_canonical()
+    return p
 
-    def canonical(table, fields):
-        return [_line(e, fields) for n in names for e in sorted(table[n], key=lambda e: e["path"])]
 
-    _rewrite_if_changed(out_dir / MANIFEST, canonical(by_shard, MANIFEST_FIELDS))
-    _rewrite_if_changed(out_dir / ERRORS, canonical(err_by_shard, ERROR_FIELDS))
-    result.shards_skipped = len(done)
+def shard_batches(root: Path, group: list[str], batch_size: int) -> list[list[str]]:
+    """A shard's batches: its files sorted by the duration their headers give (then path), cut in
+    `batch_size` pieces, so that only one batch of audio is in memory at a time. Every engine
+    encodes a shard in exactly these batches."""
+    order = sorted(group, key=lambda rel: (_probe_seconds(root / rel), rel))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
-    # ---- the rest ----------------------------------------------------------------------------
-    todo = [(n, g) for n, g in zip(names, groups) if n not in done]
+
+def load_batch(root: Path, chunk: list[str], sample_rate: int, shard: str) -> tuple[list[_Item], list[dict]]:
+    """Read and decode one batch's files: (items, error entries for the unreadable ones)."""
+    items, failed = [], []
+    for rel in chunk:
+        digest, item, error = _load(root, rel, sample_rate)
+        if item is None:
+            failed.append({"path": rel, "sha256": digest, "shard": shard, "error": error})
+        else:
+            items.append(item)
+    return items, failed
+
+
+@dataclass
+class Encoded:
+    """One batch's outcome: tokens per path, (path, sha256, seconds, num_samples) per tokenized
+    file, and error entries for the files the model refused."""
+
+    tokens: dict = field(default_factory=dict)
+    done: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+    def update(self, other: "Encoded") -> None:
+        self.tokens.update(other.tokens)
+        self.done += other.done
+        self.failed += other.failed
+
+
+def encode_items(model, items: list[_Item], shard: str) -> Encoded:
+    got, bad = _encode_items(model, items) if items else ({}, [])
+    return Encoded(
+        tokens=got,
+        done=[(it.path, it.sha256, it.clip.duration_s, it.clip.num_samples) for it in items if it.path in got],
+        failed=[{"path": it.path, "sha256": it.sha256, "shard": shard, "error": msg} for it, msg in bad],
+    )
+
+
+def commit_shard(plan: Plan, name: str, enc: Encoded, meta: dict, result: Result, say) -> None:
+    """Write a shard (atomically), then append its manifest and error lines (fsync'ed)."""
+    out_dir = plan.out_dir
+    done_items = sorted(enc.done)
+    tokens = enc.tokens
+    token_files.write(
+        out_dir / name,
+        {path: tokens[path] for path, *_ in done_items},
+        {path: n for path, _, _, n in done_items},
+        {**meta, "shard": name},
+    )
+    lines = [
+        {"path": path, "sha256": sha, "duration_s": round(seconds, 6), "num_samples": n,
+         "frames": int(tokens[path].shape[-1]), "shard": name, "key": path}
+        for path, sha, seconds, n in done_items
+    ]
+    failed = sorted(enc.failed, key=lambda e: e["path"])
+    _append(out_dir / ERRORS, [_line(e, ERROR_FIELDS) for e in failed])
+    _append(out_dir / MANIFEST, [_line(e, MANIFEST_FIELDS) for e in lines])
+    plan.by_shard[name], plan.err_by_shard[name] = lines, failed
+    for e in failed:
+        say(f"nanocodec: skipped {e['error']}")
+    result.encoded += len(done_items)
+    result.failed += [(e["path"], e["error"]) for e in failed]
+    result.audio_seconds += sum(seconds for _, _, seconds, _ in done_items)
+
+
+def say_with(bar, log):
+    return (lambda msg: bar.write(msg, file=sys.stderr)) if bar else log
+
+
+def show_rate(bar, result: Result, started: float) -> None:
+    if bar:
+        hours = result.audio_seconds / 3600
+        rate = hours / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{hours:.3g} h audio, {rate:.3g} h/s")
+
+
+def _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started) -> Result:
+    p = plan(root, out_dir, shard_size, log)
+    result = Result(files=sum(len(g) for g in p.groups), shards=len(p.groups), shards_skipped=len(p.done))
+    todo = p.todo
     meta = token_files.header(model, model_ref, revision)
     bar = _progress(sum(len(g) for _, g in todo), progress)
     try:
         for name, group in todo:
-            # batch by length (from the headers) so that only one batch of audio is in memory
-            order = sorted(group, key=lambda rel: (_probe_seconds(root / rel), rel))
-            done_items, tokens, failed = [], {}, []
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                items = []
-                for rel in chunk:
-                    digest, item, error = _load(root, rel, model.sample_rate)
-                    if item is None:
-                        failed.append({"path": rel, "sha256": digest, "shard": name, "error": error})
-                    else:
-                        items.append(item)
-                got, bad = _encode_items(model, items) if items else ({}, [])
-                tokens.update(got)
-                failed += [{"path": it.path, "sha256": it.sha256, "shard": name, "error": msg} for it, msg in bad]
-                done_items += [(it.path, it.sha256, it.clip.duration_s, it.clip.num_samples) for it in items if it.path in got]
+            enc = Encoded()
+            for chunk in shard_batches(root, group, batch_size):
+                items, failed = load_batch(root, chunk, model.sample_rate, name)
+                enc.failed += failed
+                enc.update(encode_items(model, items, name))
                 if bar:
                     bar.update(len(chunk))
-            done_items.sort()
-            token_files.write(
-                out_dir / name,
-                {path: tokens[path] for path, *_ in done_items},
-                {path: n for path, _, _, n in done_items},
-                {**meta, "shard": name},
-            )
-            lines = [
-                {"path": path, "sha256": sha, "duration_s": round(seconds, 6), "num_samples": n,
-                 "frames": int(tokens[path].shape[-1]), "shard": name, "key": path}
-                for path, sha, seconds, n in done_items
-            ]
-            failed.sort(key=lambda e: e["path"])
-            _append(out_dir / ERRORS, [_line(e, ERROR_FIELDS) for e in failed])
-            _append(out_dir / MANIFEST, [_line(e, MANIFEST_FIELDS) for e in lines])
-            by_shard[name], err_by_shard[name] = lines, failed
-            for e in failed:
-                msg = f"nanocodec: skipped {e['error']}"
-                bar.write(msg, file=sys.stderr) if bar else log(msg)
-            result.encoded += len(done_items)
-            result.failed += [(e["path"], e["error"]) for e in failed]
-            result.audio_seconds += sum(seconds for _, _, seconds, _ in done_items)
-            if bar:
-                hours = result.audio_seconds / 3600
-                rate = hours / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{hours:.3g} h audio, {rate:.3g} h/s")
+            commit_shard(p, name, enc, meta, result, say_with(bar, log))
+            show_rate(bar, result, started)
     finally:
         if bar:
             bar.close()
-    # a resume may have appended redone shards after later finished ones: restore shard order
-    _rewrite_if_changed(out_dir / MANIFEST, canonical(by_shard, MANIFEST_FIELDS))
-    _rewrite_if_changed(out_dir / ERRORS, canonical(err_by_shard, ERROR_FIELDS))
+    p.write_canonical()
     result.seconds = time.perf_counter() - started
     return result
 
