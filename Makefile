@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[dev]" $(TORCH)
+	$(PIP) install -q -e ".[dev,ray]" $(TORCH)
 	touch $@
 
 install: $(VENV)/.installed

@@ -5,6 +5,7 @@
     nanocodec roundtrip IN -o OUT.wav --model MODEL   audio -> tokens -> audio
     nanocodec info MODEL | TOKENS                     what a model folder / hub repo or a token file holds
     nanocodec tokenize DIR -o OUT_DIR --model MODEL   a corpus -> token shards + manifest.jsonl (resumable)
+        [--engine ray [--address auto|ray://...] [--workers N] [--num-gpus-per-worker N]]   the same on Ray
 
 Any error of the user's (bad file, bad model, bad option) exits 2 with one line on stderr.
 """
@@ -206,11 +207,31 @@ def cmd_info(args) -> int:
 def cmd_tokenize(args) -> int:
     from .tokenize import tokenize
 
-    model = _load_model(args, args.model, args.revision)
-    res = tokenize(
-        args.folder, args.output, model, model_ref=args.model, revision=args.revision,
-        shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.quiet,
-    )
+    if args.engine == "ray":
+        from .ray_engine import require_ray
+        from .ray_engine import tokenize as tokenize_on_ray
+
+        require_ray()
+        if args.device != "cpu":
+            raise InvalidInputError("with --engine ray the encoders run on a GPU when --num-gpus-per-worker > 0; "
+                                    "leave --device out")
+        model = _load_model(args, args.model, args.revision)  # on the driver: settings and shard headers
+        res = tokenize_on_ray(
+            args.folder, args.output, model, model_ref=args.model, revision=args.revision,
+            shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.quiet,
+            address=args.address, workers=args.workers, num_gpus_per_worker=args.num_gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+        )
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in ("address", "workers", "num_gpus_per_worker", "cpus_per_worker")
+                 if getattr(args, k) is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)}: only with --engine ray")
+        model = _load_model(args, args.model, args.revision)
+        res = tokenize(
+            args.folder, args.output, model, model_ref=args.model, revision=args.revision,
+            shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.quiet,
+        )
     hours = res.audio_seconds / 3600
     _say(args, (
         f"{res.files} files in {res.shards} shards ({res.shards_skipped} already done): tokenized {res.encoded} "
@@ -279,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     s.add_argument("--shard-size", type=_positive, default=DEFAULT_SHARD_SIZE, metavar="N",
                    help=f"files per shard (default {DEFAULT_SHARD_SIZE}); fixed for an output folder")
+    s.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: a Ray Data pipeline on a Ray cluster (pip install "
+                        "'nanocodec[ray]'), same shards and manifest")
+    s.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster to use: auto (the one this node belongs to), ray://HOST:10001, or HOST:6379 "
+                        "(default: RAY_ADDRESS, else a local one just for this run)")
+    s.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="Ray encode actors, each loading the model once (default: one per GPU, or per CPU)")
+    s.add_argument("--num-gpus-per-worker", type=_nonnegative, default=None, metavar="N",
+                   help="GPUs per Ray encode actor (e.g. 1, or 0.5 for two per GPU; default 0: CPU)")
+    s.add_argument("--cpus-per-worker", type=_nonnegative, default=None, metavar="N",
+                   help="CPUs reserved per Ray encode actor, also its torch threads (default 1)")
     s.set_defaults(func=cmd_tokenize)
     return p
 
@@ -290,6 +323,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
     return value
 
 

@@ -1,0 +1,144 @@
+"""`nanocodec tokenize --engine ray` (nanocodec/ray_engine.py) on a local, loopback-only Ray cluster:
+the same shards (byte for byte) and manifests as the single-process engine, resume across engines,
+and an encode actor SIGKILLed mid-run."""
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra: pip install 'nanocodec[ray]'")
+pytest.importorskip("ray.data", reason="the Ray engine needs ray[data]: pip install 'nanocodec[ray]'")
+
+from ray import cloudpickle  # noqa: E402  (the copy Ray pickles functions and classes with)
+
+from nanocodec import token_files  # noqa: E402
+from nanocodec import tokenize as tk  # noqa: E402
+from nanocodec import ray_engine  # noqa: E402
+from nanocodec.cli import main  # noqa: E402
+from nanocodec.errors import InvalidInputError  # noqa: E402
+from test_tokenize import BATCH, SHARD, make_corpus, manifest, snapshot  # noqa: E402
+from test_tokenize import model  # noqa: E402,F401  (the module fixture)
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),  # the local engine's threads = each encoder's (1)
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),  # Ray's own settings
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster on 127.0.0.1 with 2 CPUs, for this module only."""
+    if ray.is_initialized():
+        ray.shutdown()
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, num_gpus=0, address="local", include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20, _node_ip_address="127.0.0.1", _temp_dir=temp)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the Encoder subclass below, for the workers
+    yield
+    ray.shutdown()
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("ray") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def local(model, corpus, tmp_path_factory):  # noqa: F811
+    """The single-process engine's output: what the Ray engine must write, byte for byte."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    res = tk.tokenize(corpus, out, model, model_ref=str(model.folder), shard_size=SHARD, batch_size=BATCH,
+                      progress=False, log=lambda m: None)
+    return out, res, snapshot(out)
+
+
+def on_ray(model, corpus, out, **kw):  # noqa: F811
+    kw.setdefault("workers", 2)
+    return ray_engine.tokenize(corpus, out, model, model_ref=str(model.folder), shard_size=SHARD, batch_size=BATCH,
+                               progress=False, log=lambda m: None, **kw)
+
+
+def tokens_by_path(out: Path) -> dict:
+    return {e["path"]: token_files.read(out / e["shard"]).tokens[e["key"]].numpy().tobytes() for e in manifest(out)}
+
+
+def test_ray_engine_writes_what_the_local_engine_writes(model, cluster, corpus, local, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    res = on_ray(model, corpus, out)
+    ref_out, ref_res, ref = local
+    assert (res.files, res.shards, res.encoded, sorted(res.failed)) == \
+        (ref_res.files, ref_res.shards, ref_res.encoded, sorted(ref_res.failed))
+    # per file, path -> tokens; then the manifests; then every file byte for byte
+    assert tokens_by_path(out) == tokens_by_path(ref_out) and len(tokens_by_path(out)) == 6
+    assert manifest(out) == manifest(ref_out)
+    assert (out / tk.ERRORS).read_bytes() == (ref_out / tk.ERRORS).read_bytes()
+    assert snapshot(out) == ref
+    # a finished output folder: nothing to do, on either engine
+    again = on_ray(model, corpus, out)
+    assert (again.shards_skipped, again.encoded) == (3, 0) and snapshot(out) == ref
+
+
+def test_resume_across_engines(model, cluster, corpus, local, tmp_path):  # noqa: F811
+    """A local run cut short (shard 1 lost, a torn manifest line) is finished by the Ray engine."""
+    out = tmp_path / "out"
+    shutil.copytree(local[0], out)
+    (out / "shard-000001.safetensors").unlink()
+    with open(out / tk.MANIFEST, "a") as f:
+        f.write('{"path": "len_1.wav", "sha2')
+    res = on_ray(model, corpus, out, workers=1)
+    assert (res.shards_skipped, res.encoded) == (2, 2)  # shard 1: len_1.wav, len_1763.wav (empty.wav fails)
+    assert snapshot(out) == local[2]
+
+
+class DiesOnce(ray_engine.Encoder):
+    """Kills its own process (SIGKILL, as an OOM kill or a lost node would) on the first batch of
+    shard 1 it sees while the marker file exists; the marker is removed first, so the restarted
+    actor encodes that batch."""
+
+    marker = None  # set by a subclass
+
+    def __call__(self, row):
+        if row["shard"] == "shard-000001.safetensors":
+            try:
+                Path(self.marker).unlink()
+            except FileNotFoundError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(row)
+
+
+def test_an_encoder_killed_mid_run_loses_and_duplicates_nothing(model, cluster, corpus, local, tmp_path):  # noqa: F811
+    marker = tmp_path / "kill-me"
+    marker.write_text("")
+    kill_once = type("KillOnce", (DiesOnce,), {"marker": str(marker)})
+    out = tmp_path / "out"
+    res = on_ray(model, corpus, out, encoder_cls=kill_once)
+    assert not marker.exists(), "the actor was not killed"
+    assert res.encoded == local[1].encoded and res.shards_skipped == 0
+    paths = [e["path"] for e in manifest(out)]
+    assert len(paths) == len(set(paths)) == 6
+    assert snapshot(out) == local[2]
+
+
+def test_cli_engine_ray(model, cluster, corpus, local, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    rc = main(["tokenize", str(corpus), "-o", str(out), "--model", str(model.folder), "--shard-size", str(SHARD),
+               "--batch-size", str(BATCH), "--engine", "ray", "--workers", "1", "-q"])
+    assert rc == 0 and snapshot(out) == local[2]
+    assert json.loads((out / tk.STATE).read_text()) == json.loads((local[0] / tk.STATE).read_text())
+    rc = main(["tokenize", str(corpus), "-o", str(tmp_path / "x"), "--model", str(model.folder), "--workers", "2"])
+    assert rc == 2 and "only with --engine ray" in capsys.readouterr().err
+
+
+def test_without_ray_the_engine_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(InvalidInputError, match=r"nanocodec\[ray\]"):
+        ray_engine.require_ray()
