@@ -14,7 +14,7 @@ tags: [audio, codec, speech, nanocodec]
 ---
 # NanoCodec for nanocodec
 
-Converted from NVIDIA NeMo's NanoCodec checkpoint `{report.source}`
+Converted from NVIDIA NeMo's codec checkpoint `{report.source}`
 (sha256 `{report.source_sha256}`, NeMo {report.nemo_version or "version unknown"}) by nanocodec's converter.
 The weights are NVIDIA's and stay under the NVIDIA Open Model License; only the format changed
 (weight norm folded exactly as NeMo computes it, training-only tensors dropped).
@@ -25,6 +25,7 @@ The weights are NVIDIA's and stay under the NVIDIA Open Model License; only the 
 | samples per frame | {config.samples_per_frame} ({config.frame_rate:g} frames/s) |
 | codebooks | {config.num_codebooks} x {config.codebook_size} codes ({config.bitrate:.0f} bit/s) |
 | parameters | encoder {p['encoder']:,}, decoder {p['decoder']:,} |
+| decoder | {"causal `CausalHiFiGANDecoder` (streams: `model.stream_decoder()`)" if config.decoder.causal else "non-causal `HiFiGANDecoder` (no streaming decode)"} |
 
 ```python
 from nanocodec import AudioCodecModel

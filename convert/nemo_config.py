@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from nanocodec.config import DecoderConfig, EncoderConfig, NanoCodecConfig, QuantizerConfig
+from nanocodec.config import NONCAUSAL_DECODER_DEFAULTS, DecoderConfig, EncoderConfig, NanoCodecConfig, QuantizerConfig
 from nanocodec.errors import CheckpointError
 
 MODEL_TARGET = "AudioCodecModel"
@@ -18,8 +18,12 @@ SECTIONS = {
     # yaml key: (accepted _target_ class names, our dataclass)
     "audio_encoder": (("HiFiGANEncoder",), EncoderConfig),
     "vector_quantizer": (("GroupFiniteScalarQuantizer",), QuantizerConfig),
-    "audio_decoder": (("CausalHiFiGANDecoder",), DecoderConfig),
+    "audio_decoder": (("CausalHiFiGANDecoder", "HiFiGANDecoder"), DecoderConfig),
 }
+# Our fields that are not NeMo constructor arguments (set from the _target_ class instead).
+NOT_NEMO_ARGUMENTS = {"audio_decoder": {"causal"}}
+# Class defaults that differ from our dataclass defaults (which are CausalHiFiGANDecoder's).
+CLASS_DEFAULTS = {"HiFiGANDecoder": {**NONCAUSAL_DECODER_DEFAULTS, "causal": False}}
 # Model-level keys that would change inference and that nanocodec does not implement.
 UNSUPPORTED_MODEL_KEYS = ("semantic_codec", "semantic_codec_path")
 
@@ -52,18 +56,22 @@ def config_from_yaml(conf: dict, source="model_config.yaml") -> tuple[NanoCodecC
                 f"{source}: {yaml_key}._target_ is {section.get('_target_')!r}; nanocodec supports {', '.join(targets)}"
             )
         values = {k: v for k, v in section.items() if k != "_target_"}
-        known = {f.name for f in dataclasses.fields(part_cls)}
+        known = {f.name for f in dataclasses.fields(part_cls)} - NOT_NEMO_ARGUMENTS.get(yaml_key, set())
         for key in values:
             if key not in known:
                 raise CheckpointError(f"{source}: {yaml_key}.{key} is not understood; it may change the computation")
+        class_defaults = CLASS_DEFAULTS.get(name, {})
         for f in dataclasses.fields(part_cls):
-            if f.name in values:
+            if f.name in values or f.name in NOT_NEMO_ARGUMENTS.get(yaml_key, ()):
                 continue
-            if f.default is not dataclasses.MISSING:
+            if f.name in class_defaults:
+                notes.append(f"{yaml_key}.{f.name} absent: NeMo 3.0.0 {name} default {class_defaults[f.name]!r}")
+            elif f.default is not dataclasses.MISSING:
                 notes.append(f"{yaml_key}.{f.name} absent: NeMo 3.0.0 class default {f.default!r}")
             elif f.default_factory is not dataclasses.MISSING:
                 notes.append(f"{yaml_key}.{f.name} absent: NeMo 3.0.0 class default {f.default_factory()!r}")
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        values = {**class_defaults, **values}
         try:
             parts[yaml_key] = part_cls(**values)
         except TypeError as e:

@@ -3,6 +3,15 @@
 Field names and defaults are those of NeMo 3.0.0's constructors (`HiFiGANEncoder`,
 `GroupFiniteScalarQuantizer`, `CausalHiFiGANDecoder`), so a NeMo yaml maps onto them key for key
 and an absent key means NeMo's class default.
+
+`decoder.causal` (not a NeMo argument) says which NeMo decoder class it is: true (the default, and
+every NanoCodec) `CausalHiFiGANDecoder`, false `HiFiGANDecoder` (NeMo's older codecs: LFSC, the
+22/44 kHz audio codecs), whose own class defaults differ (`pad_mode: reflect`,
+`n_groups_equal_to_out_channels: false`; the converter writes them out). The field was added
+without a format_version change: it is written into config.json only when false, so every
+existing config.json (and its sha256, which token files carry) reads and hashes exactly as
+before, and an older nanocodec refuses a non-causal config by its unknown key instead of
+misreading it.
 """
 from __future__ import annotations
 
@@ -60,7 +69,7 @@ class QuantizerConfig:
 
 @dataclass
 class DecoderConfig:
-    """Causal HiFi-GAN decoder (NeMo `CausalHiFiGANDecoder`)."""
+    """HiFi-GAN decoder: NeMo `CausalHiFiGANDecoder` (causal, the default) or `HiFiGANDecoder`."""
 
     input_dim: int
     up_sample_rates: list[int] = field(default_factory=lambda: [8, 8, 2, 2])
@@ -73,6 +82,15 @@ class DecoderConfig:
     output_activation: str = "tanh"
     pad_mode: str = "zeros"
     n_groups_equal_to_out_channels: bool = True
+    causal: bool = True
+
+    @property
+    def nemo_class(self) -> str:
+        return "CausalHiFiGANDecoder" if self.causal else "HiFiGANDecoder"
+
+
+# NeMo 3.0.0's HiFiGANDecoder defaults where they differ from CausalHiFiGANDecoder's.
+NONCAUSAL_DECODER_DEFAULTS = {"pad_mode": "reflect", "n_groups_equal_to_out_channels": False}
 
 
 @dataclass
@@ -136,6 +154,8 @@ class NanoCodecConfig:
             bad("quantizer.num_levels_per_group", "the codebook does not fit int32 token ids")
         if isinstance(q.eps, bool) or not isinstance(q.eps, (int, float)) or not (0.0 <= q.eps < 1.0):
             bad("quantizer.eps", f"{q.eps!r} is not a number in [0, 1)")
+        if not isinstance(dec.causal, bool):
+            bad("decoder.causal", f"{dec.causal!r} is not true or false")
         if not isinstance(dec.n_groups_equal_to_out_channels, bool):
             bad("decoder.n_groups_equal_to_out_channels", f"{dec.n_groups_equal_to_out_channels!r} is not true or false")
         for key, width in (("encoder.base_channels", enc.base_channels * 2 ** len(enc.down_sample_rates)),
@@ -162,6 +182,8 @@ class NanoCodecConfig:
     def to_dict(self) -> dict:
         d = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION}
         d.update(dataclasses.asdict(self))
+        if d["decoder"]["causal"]:
+            del d["decoder"]["causal"]  # the default: config.json and sha256 as before the field existed
         return d
 
     def to_json(self) -> str:

@@ -10,8 +10,9 @@ from torch import nn
 from . import validation
 from .config import NanoCodecConfig
 from .decoder import CausalHiFiGANDecoder
+from .hifigan_decoder import HiFiGANDecoder
 from .encoder import HiFiGANEncoder
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NotSupportedError
 from .modules.conv import Ragged
 from .modules.masking import mask_past_lengths
 from .quantizer import GroupFSQ
@@ -45,7 +46,8 @@ class AudioCodecModel(nn.Module):
         self.config = config
         self.encoder = HiFiGANEncoder(config.encoder)
         self.quantizer = GroupFSQ(config.quantizer)
-        self.decoder = CausalHiFiGANDecoder(config.decoder)
+        # NanoCodec: causal; NeMo's older codecs (LFSC, 22/44 kHz audio codecs): non-causal
+        self.decoder = (CausalHiFiGANDecoder if config.decoder.causal else HiFiGANDecoder)(config.decoder)
         self.eval()
 
     # ---- facts --------------------------------------------------------------------------
@@ -170,6 +172,11 @@ class AudioCodecModel(nn.Module):
     # ---- streaming (nanocodec/streaming.py) ----------------------------------------------
     def stream_decoder(self, batch_size: int = 1):
         """Exact streaming decode: `dec.step(tokens [B,G,n]) -> [B,1,n*spf]` (zero lookahead)."""
+        if not self.config.decoder.causal:
+            raise NotSupportedError(
+                "stream_decoder() needs a causal decoder; this model's decoder (NeMo HiFiGANDecoder) looks ahead "
+                "at later frames, so streamed output could not equal decode(). Decode whole sequences with decode()."
+            )
         from .streaming import StreamingDecoder
 
         return StreamingDecoder(self, batch_size)
