@@ -93,7 +93,31 @@ def load_nemo(nemo: Path, out: Path, options: RunOptions) -> AudioCodecModel:
 
 
 def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions) -> AudioCodecModel:
-    return load_nemo(fixtures.materialize(case, workdir), workdir / f"{case.name}-converted", options)
+    source = fixtures.materialize(case, workdir)
+    if case.derive == fixtures.REEXPORT:
+        return load_reexport(source, case.nemo, workdir / f"{case.name}-converted", options)
+    return load_nemo(source, workdir / f"{case.name}-converted", options)
+
+
+def load_reexport(folder: Path, nemo: Path, out: Path, options: RunOptions) -> AudioCodecModel:
+    """Convert a NeMo-named safetensors folder with `--preset`. The released presets are full size; the
+    fixture's preset is its own (reduced-width) architecture, registered for this conversion only."""
+    from types import SimpleNamespace
+
+    from convert.archive import read_nemo
+    from convert.nemo_config import config_from_yaml
+    from nanocodec import presets
+
+    config, _ = config_from_yaml(read_nemo(nemo).config)
+    name = f"fixture:{nemo.stem}"
+    presets.PRESETS[name] = SimpleNamespace(name=name, assumptions=("the reduced-width fixture's architecture",),
+                                            config=lambda: config)
+    try:
+        report = convert(str(folder), str(out), overwrite=True, preset=name)
+    finally:
+        del presets.PRESETS[name]
+    assert report.source_kind == "NeMo-named safetensors", report.source_kind
+    return AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
 
 
 def _audio_cmp(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:
@@ -138,6 +162,21 @@ def run_items(model: AudioCodecModel, case: fixtures.ModelCase, with_pesq: bool 
             for name in case.inputs]
 
 
+def run_refusals(model: AudioCodecModel, case: fixtures.ModelCase) -> list[Record]:
+    """Inputs NeMo raises on (too short for reflect padding): ours must refuse them with a clear error."""
+    records = []
+    for name, nemo_error in case.refused:
+        try:
+            model.encode(_t(fixtures.read_input(name)).to(model.device).unsqueeze(0))
+            ours = None
+        except ValueError as e:  # nanocodec's InvalidInputError: a clear refusal, not a crash
+            lines = str(e).strip().splitlines()
+            ours = f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
+        records.append(Record(case.name, name, "refused", TokenReport(), 0.0, 0.0, float("inf"),
+                              rejected={"nemo": nemo_error, "ours": ours}))
+    return records
+
+
 def compare_batch(model: AudioCodecModel, model_name: str, name: str, ref: dict) -> list[Record]:
     """One ragged batch (ref: audio, audio_len, NeMo's batched outputs and item_* outputs), both modes."""
     records = []
@@ -159,10 +198,21 @@ def compare_batch(model: AudioCodecModel, model_name: str, name: str, ref: dict)
     tokens = model.quantizer.encode(latents.float(), frames)
     tok = compare.compare_tokens(tokens.cpu().numpy(), ref["tokens"], ref["prerounding"], ref["tokens_len"])
     lat_err = compare.latent_rel_error(latents.float().cpu().numpy(), ref["latents"])
-    decoded, _ = model.decode(_t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
+    decoded = nemo_batched_decode(model, _t(ref["tokens"]).to(dev), _t(ref["tokens_len"]).to(dev))
     err, snr = _audio_cmp(decoded, ref["decoded"])
     records.append(Record(model_name, name, "batch-compat", tok, lat_err, err, snr))
     return records
+
+
+@torch.inference_mode()
+def nemo_batched_decode(model: AudioCodecModel, tokens: torch.Tensor, tokens_len: torch.Tensor) -> torch.Tensor:
+    """What NeMo's batched `decode` returns. A causal decoder is batch invariant, so that is `decode`; the
+    non-causal HiFiGANDecoder in NeMo pads the tensor's edge and masks after every conv (a short item's
+    end sees zeros, not its own edge), which the decoder's ragged_mode="mask" reproduces."""
+    if model.config.decoder.causal:
+        return model.decode(tokens, tokens_len).audio
+    latents = model.quantizer.decode(tokens, tokens_len).to(model.dtype)
+    return model.decoder(latents, tokens_len * model.samples_per_frame, ragged_mode="mask")
 
 
 def run_batches(model: AudioCodecModel, case: fixtures.ModelCase) -> list[Record]:
@@ -174,7 +224,9 @@ def run_case(case: fixtures.ModelCase, options: RunOptions = RunOptions(), with_
         torch.set_num_threads(options.threads)
     with tempfile.TemporaryDirectory(prefix="nanocodec-parity-") as tmp:
         model = load_converted(case, Path(tmp), options)
-        return run_items(model, case, with_pesq) + run_batches(model, case)
+        # a re-export holds the same weights as its .nemo: items suffice (the .nemo case runs the batches)
+        batches = run_batches(model, case) if case.derive != fixtures.REEXPORT else []
+        return run_items(model, case, with_pesq) + run_refusals(model, case) + batches
 
 
 def verdict(records: list[Record]) -> tuple[bool, TokenReport]:

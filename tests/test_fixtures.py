@@ -47,6 +47,12 @@ def ref(model: str, name: str) -> dict:
     return load_file(str(FIX / "refs" / model / f"{name}.safetensors"))
 
 
+def speech_clip(model: str) -> str:
+    """speech_4s where recorded; NeMo's older codecs record only speech_0p5s (budget; their speech_4s
+    figures, computed by NeMo at build time, are in the manifest and checked below)."""
+    return "speech_4s" if "speech_4s" in MANIFEST["models"][model]["inputs"] else "speech_0p5s"
+
+
 # ---------------------------------------------------------------------------------------------
 # integrity
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +106,11 @@ def test_audio_inputs(name):
 def test_nemo_is_valid_tar(model):
     path = FIX / MANIFEST["models"][model]["file"]
     assert path.stat().st_size == MANIFEST["models"][model]["bytes"]
-    with tarfile.open(path, "r:") as tar:
+    if MANIFEST["models"][model]["config"]["audio_decoder"]["_target_"].endswith(".HiFiGANDecoder"):
+        with open(path, "rb") as f:  # NeMo's older codecs are committed as tar.gz (NeMo reads "r:gz")
+            head = f.read(10)
+        assert head[:2] == b"\x1f\x8b" and head[4:8] == b"\0\0\0\0", "gzip with mtime 0"
+    with tarfile.open(path, "r:*") as tar:
         names = tar.getnames()
         assert sorted(names) == [".", "./model_config.yaml", "./model_weights.ckpt"], names
         for m in tar.getmembers():
@@ -118,15 +128,16 @@ def test_nemo_is_valid_tar(model):
     n_dec = sum(v.numel() for k, v in state.items() if k.startswith("audio_decoder."))
     assert (n_enc, n_dec) == (MANIFEST["models"][model]["params"]["encoder"], MANIFEST["models"][model]["params"]["decoder"])
     # the informative init: snake alphas are not NeMo's all-ones init
-    alphas = torch.cat([v.flatten() for k, v in state.items() if k.endswith("snake_act.alpha")])
-    assert alphas.numel() > 0 and alphas.std() > 0.1
+    if "snake" in cfg["audio_decoder"].get("activation", ""):
+        alphas = torch.cat([v.flatten() for k, v in state.items() if k.endswith("snake_act.alpha")])
+        assert alphas.numel() > 0 and alphas.std() > 0.1
 
 
 # ---------------------------------------------------------------------------------------------
 # informative weights, measured on NeMo's recorded outputs
 # ---------------------------------------------------------------------------------------------
 def test_reference_schema():
-    m = MODELS[0]
+    m = "nano0p6_replicate"
     spf = MANIFEST["models"][m]["config"]["samples_per_frame"]
     r = ref(m, "speech_4s")
     g = MANIFEST["models"][m]["config"]["vector_quantizer"]["num_groups"]
@@ -139,7 +150,8 @@ def test_reference_schema():
 
 @pytest.mark.parametrize("model", MODELS)
 def test_token_diversity(model):
-    tok = ref(model, "speech_4s")["tokens"][0]
+    assert MANIFEST["models"][model]["figures"]["speech_4s_min_distinct_fraction"] >= 0.5
+    tok = ref(model, speech_clip(model))["tokens"][0]
     frames = tok.shape[1]
     for g in range(tok.shape[0]):
         assert len(np.unique(tok[g])) >= frames / 2, f"codebook {g}: {len(np.unique(tok[g]))}/{frames}"
@@ -147,7 +159,7 @@ def test_token_diversity(model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_decoded_level(model):
-    assert 0.05 <= rms(ref(model, "speech_4s")["decoded"]) <= 0.5
+    assert 0.05 <= rms(ref(model, speech_clip(model))["decoded"]) <= 0.5
     for inp in MANIFEST["models"][model]["inputs"]:
         dec = ref(model, inp)["decoded"]
         assert np.mean(np.abs(dec) >= 1.0) < 0.01, inp
@@ -155,7 +167,10 @@ def test_decoded_level(model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_decodes_depend_on_tokens(model):
-    clips = ["speech_4s", "sine_sweep", "white_noise", "clipped_square", "speech_0p5s"]
+    clips = [c for c in ["speech_4s", "sine_sweep", "white_noise", "clipped_square", "speech_0p5s"]
+             if c in MANIFEST["models"][model]["inputs"]]
+    assert len(clips) >= 2
+    assert MANIFEST["models"][model]["figures"]["min_cross_clip_decode_rms_diff"] >= 0.05
     decs = {c: ref(model, c)["decoded"][0] for c in clips}
     for i, a in enumerate(clips):
         for b in clips[i + 1:]:
@@ -169,7 +184,7 @@ def test_prerounding_consistent_with_tokens(model):
     cfg = MANIFEST["models"][model]["config"]["vector_quantizer"]
     levels = np.array(cfg["num_levels_per_group"])
     base = np.cumprod([1] + list(levels[:-1]))
-    r = ref(model, "speech_4s")
+    r = ref(model, speech_clip(model))
     pre = r["prerounding"][0].reshape(cfg["num_groups"], len(levels), -1)
     idx = ((np.round(pre) + (levels // 2)[None, :, None]) * base[None, :, None]).sum(1)
     assert np.array_equal(idx.astype(np.int32), r["tokens"][0])

@@ -71,19 +71,28 @@ def nemo_tar_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def write_nemo(path, members: dict[str, bytes]) -> Path:
+def write_nemo(path, members: dict[str, bytes], gzip: bool = False) -> Path:
+    """gzip: a tar.gz, as NeMo wrote before 1.7 and still reads (`_tar_open` falls back to "r:gz");
+    deterministic too (gzip header mtime 0, no file name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = nemo_tar_bytes(members)
+    if gzip:
+        import gzip as gz
+
+        buf = io.BytesIO()
+        with gz.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as f:
+            f.write(data)
+        data = buf.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 
 
-def repack_nemo(src, dst) -> Path:
+def repack_nemo(src, dst, gzip: bool = False) -> Path:
     """Rewrite a NeMo-written .nemo byte-reproducibly (same member bytes)."""
-    return write_nemo(dst, read_nemo(src))
+    return write_nemo(dst, read_nemo(src), gzip=gzip)
 
 
 def load_weights(data: bytes) -> "OrderedDict[str, torch.Tensor]":
