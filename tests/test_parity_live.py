@@ -42,7 +42,7 @@ def nemo_round(tmp_path_factory):
 
 def test_quick_round_matches_nemo(nemo_round):
     work, plan, seed = nemo_round
-    assert {m["name"] for m in plan["models"]} == {"nano0p6_replicate", "nano0p6_reflect", "nano0p6_legacy_wn"}
+    assert {m["name"] for m in plan["models"]} == {"nano0p6_replicate", "nano0p6_reflect", "nano0p6_legacy_wn", "lfsc"}
     records = []
     for m in plan["models"]:
         records += live.compare_model(m, work, run.RunOptions(), with_pesq=True)[0]

@@ -49,11 +49,16 @@ PROFILES = {
         "nano1p89": dict(edges=True, random=2, speech=1, batches=1),
         "nano0p6_full": dict(edges=False, lengths=[1, 1765], speech=1, speech_seconds=(2.0, 3.0), batches=1,
                              batch_seconds=0.6),
+        # NeMo's older codecs (non-causal HiFiGANDecoder, reflect padding everywhere)
+        "lfsc": dict(edges=True, random=2, speech=1, batches=1),
+        "audio22k": dict(edges=True, random=2, speech=1, batches=1),
+        "audio44k": dict(edges=True, random=2, speech=1, batches=1),
     },
     "quick": {
         "nano0p6_replicate": dict(edges=False, lengths=[1, 1765], random=1, speech=1, batches=1),
         "nano0p6_reflect": dict(edges=False, lengths=[1765], random=0, speech=0, batches=0),
         "nano0p6_legacy_wn": dict(edges=False, random=0, speech=1, batches=0),
+        "lfsc": dict(edges=False, lengths=[1765], random=0, speech=1, batches=1),  # the non-causal decoder
     },
 }
 ARCHS = {**MODELS, **FULL}
@@ -239,7 +244,7 @@ def seeded(work: Path, seed: int, profile: str, tmp: Path) -> list[dict]:
                  "arch": arch, "params": params, "samples_per_frame": spf, "build_seconds": round(time.time() - t0, 2)}
         min_frames = 1
         lengths = []
-        if variant == "reflect":
+        if variant == "reflect" or arch.get("family", "nanocodec") != "nanocodec":
             min_frames = probe_reflect(model, spf)
             entry["nemo_min_frames"] = min_frames
             lengths = [(min_frames - 1) * spf, (min_frames - 1) * spf + 1]  # refused, then the first accepted
