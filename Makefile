@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 
 .DEFAULT_GOAL := all
-.PHONY: all install test parity convert bench-streaming clean bench
+.PHONY: all install test parity convert bench-streaming bench-ray clean bench
 
 all: install parity
 
@@ -41,6 +41,13 @@ convert: install
 # Streaming latency vs sliding-window re-decoding (writes reports/streaming-cpu.md)
 bench-streaming: install
 	$(PY) benchmarks/streaming.py --out reports
+
+# Corpus tokenization: audio-hours per hour of the local engine and of `--engine ray` with 1 and 2
+# encoders on a local Ray cluster, outputs compared byte for byte (writes reports/ray-cpu.md, ~5 min).
+# Uses the full-size model from `make fixtures FULL=1` when present. BENCH_RAY_ARGS adds options.
+BENCH_RAY_ARGS ?=
+bench-ray: install
+	$(PY) benchmarks/ray_throughput.py --out reports $(BENCH_RAY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

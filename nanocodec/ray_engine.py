@@ -26,17 +26,22 @@ must be a folder at the same path on every node or a hub id; OUT_DIR is written 
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 import time
 from pathlib import Path
 
 from . import token_files
 from . import tokenize as tk
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NanoCodecError
 
 # Reserved per decode task: small, so that encoders reserving one CPU each can fill a machine's
 # CPUs and decoding still gets scheduled (decoding and resampling cost little next to encoding).
 DECODE_CPUS = 0.25
+
+
+class RayJobError(NanoCodecError):
+    """The Ray job failed (a worker error, the cluster gone): the shards written so far are kept."""
 
 
 def require_ray():
@@ -73,6 +78,9 @@ class Encoder:
 
         if threads:
             torch.set_num_threads(threads)
+        if device == "cuda":  # contracts §5: CUDA float32 means TF32 off (this process is the actor's own)
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self.model = AudioCodecModel.from_pretrained(model_ref, revision=revision, device=device,
                                                      dtype=getattr(torch, dtype))
         if self.model.config.sha256() != config_sha256:
@@ -168,10 +176,27 @@ def _execute(ray, p, todo, model, ref, revision, batch_size, progress, log, resu
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours below counts files
-    ctx.print_on_execution_start = False
+    # One block per row (a row is a batch of a shard): each batch streams on to an encoder as soon as
+    # it is decoded, and each result to the driver as soon as it is encoded (with Ray's default of
+    # 128 MiB, a task's rows travel together: a whole shard's audio at once, results in bursts).
+    saved = {"target_max_block_size": 1, "enable_progress_bars": False,  # ours counts files
+             "print_on_execution_start": False}
+    saved = {k: (getattr(ctx, k), setattr(ctx, k, v))[0] for k, v in saved.items()}
+    logger = logging.getLogger("ray.data")
+    level = logger.level
     if not progress:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logger.setLevel(logging.ERROR)
+    try:
+        _pipeline(ray, p, todo, model, ref, revision, batch_size, progress, log, result, started,
+                  workers, num_gpus, cpus, threads, encoder_cls)
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        logger.setLevel(level)
+
+
+def _pipeline(ray, p, todo, model, ref, revision, batch_size, progress, log, result, started,
+              workers, num_gpus, cpus, threads, encoder_cls) -> None:
     workers, cpus = resources(ray, workers, num_gpus, cpus, log)
     dtype = str(model.dtype).replace("torch.", "")
     device = "cuda" if num_gpus > 0 else "cpu"
@@ -190,30 +215,49 @@ def _execute(ray, p, todo, model, ref, revision, batch_size, progress, log, resu
     meta = token_files.header(model, ref, revision)
     bar = tk._progress(sum(len(g) for _, g in todo), progress)
     say = tk.say_with(bar, log)
-    pending: dict[str, dict[int, tk.Encoded]] = {}
     committed: set[str] = set()
     try:
-        for row in ds.iter_rows():
-            name, index = row["shard"], int(row["batch"])
-            if name in committed:  # a retried batch delivered twice
-                continue
-            got = pending.setdefault(name, {})
-            if index in got:
-                continue
-            got[index] = pickle.loads(row["result"])
-            if bar:
-                bar.update(int(row["files"]))
-            if len(got) == int(row["batches"]):
-                enc = tk.Encoded()
-                for i in sorted(got):
-                    enc.update(got[i])
-                tk.commit_shard(p, name, enc, meta, result, say)
-                committed.add(name)
-                del pending[name]
-                tk.show_rate(bar, result, started)
+        _collect(ds, p, todo, meta, result, started, bar, say, committed)
+    except ray.exceptions.RayError as e:
+        raise RayJobError(f"the Ray job failed after {len(committed)} of {len(todo)} shard(s) ({_first_line(e)}); "
+                          "the shards written are kept: rerun the same command to resume") from e
     finally:
         if bar:
             bar.close()
+
+
+def _first_line(e: BaseException) -> str:
+    """The worker's own exception (`RuntimeError: ...`) from a Ray error's text, else its first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    for ln in text.splitlines():
+        m = re.match(r"([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$", ln.strip())
+        if m and not m.group(1).startswith("ray."):
+            return f"{m.group(1)}: {m.group(2)}"[:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _collect(ds, p, todo, meta, result, started, bar, say, committed: set) -> None:
+    """Gather each shard's batches as they come; commit a shard once it is whole."""
+    pending: dict[str, dict[int, tk.Encoded]] = {}
+    for row in ds.iter_rows():
+        name, index = row["shard"], int(row["batch"])
+        if name in committed:  # a retried batch delivered twice
+            continue
+        got = pending.setdefault(name, {})
+        if index in got:
+            continue
+        got[index] = pickle.loads(row["result"])
+        if bar:
+            bar.update(int(row["files"]))
+        if len(got) == int(row["batches"]):
+            enc = tk.Encoded()
+            for i in sorted(got):
+                enc.update(got[i])
+            tk.commit_shard(p, name, enc, meta, result, say)
+            committed.add(name)
+            del pending[name]
+            tk.show_rate(bar, result, started)
     missing = [n for n, _ in todo if n not in committed]
     if missing:
-        raise RuntimeError(f"Ray finished without {len(missing)} shard(s) ({missing[0]}, ...); rerun to resume")
+        raise RayJobError(f"Ray finished without {len(missing)} shard(s) ({missing[0]}, ...); rerun to resume")

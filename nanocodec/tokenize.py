@@ -19,6 +19,11 @@ holds exactly the keys its manifest lines name, the manifest and error lines cov
 and every file's sha256 is unchanged. Everything else is redone: its old lines are dropped (a torn last
 line too) before new ones are appended, so nothing is ever listed twice. At the end the manifest is
 rewritten in canonical order if a resume left it out of order.
+
+Engines: `tokenize` runs everything in this process. nanocodec/ray_engine.py (`--engine ray`) runs the
+same pieces on a Ray cluster: `open_output`, `locked` and `plan` on the driver, `shard_batches`,
+`load_batch` and `encode_items` in Ray workers, `commit_shard` and `Plan.write_canonical` on the
+driver again; so both write the same bytes, and either can resume the other's output folder.
 """
 from __future__ import annotations
 

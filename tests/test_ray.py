@@ -128,6 +128,26 @@ def test_an_encoder_killed_mid_run_loses_and_duplicates_nothing(model, cluster, 
     assert snapshot(out) == local[2]
 
 
+class FailsOnShard2(ray_engine.Encoder):
+    def __call__(self, row):
+        if row["shard"] == "shard-000002.safetensors":
+            raise RuntimeError("a bug in an encoder")
+        return super().__call__(row)
+
+
+def test_a_failed_job_says_so_and_a_rerun_resumes(model, cluster, corpus, local, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    expected = r"RuntimeError: a bug in an encoder\); .* rerun the same command to resume"
+    with pytest.raises(ray_engine.RayJobError, match=expected):
+        on_ray(model, corpus, out, workers=1, encoder_cls=FailsOnShard2)
+    assert not (out / "shard-000002.safetensors").exists()
+    assert all(e["shard"] != "shard-000002.safetensors" for e in manifest(out))
+    # the rerun (here the local engine: a Ray rerun is test_resume_across_engines) finishes the job
+    res = tk.tokenize(corpus, out, model, model_ref=str(model.folder), shard_size=SHARD, batch_size=BATCH,
+                      progress=False, log=lambda m: None)
+    assert res.shards_skipped < 3 and res.encoded >= 2 and snapshot(out) == local[2]
+
+
 def test_cli_engine_ray(model, cluster, corpus, local, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
     rc = main(["tokenize", str(corpus), "-o", str(out), "--model", str(model.folder), "--shard-size", str(SHARD),

@@ -1,0 +1,267 @@
+"""Corpus tokenization throughput: the single-process engine vs `--engine ray` with 1 and 2 encoders.
+
+    python benchmarks/ray_throughput.py [--model FOLDER] [--files 24] [--seconds 5] [--out reports]
+    make bench-ray
+
+Audio-hours tokenized per hour of wall time, on one synthetic corpus (clips cut from the committed
+speech fixtures, half of them at 44.1 kHz 16-bit so that the decode stage resamples), all engines
+with the same shard and batch size and 1 torch thread per encoder. Every Ray output is compared
+with the local engine's: per file (path -> tokens) and the manifests, then every file byte for byte.
+
+Model: --model FOLDER, else the seeded full-size 0.6 kbps checkpoint cache/fixtures-full/nano0p6_full.nemo
+converted once into cache/bench-ray/ (make it with `make fixtures FULL=1`; git-ignored), else the
+full-size 0.6 kbps architecture with seeded random weights (speed does not depend on weight values).
+
+The Ray cluster is local (127.0.0.1, all CPUs of this machine, no dashboard); its start-up is timed
+apart. A Ray run's time includes starting its encode actors and loading the model in each.
+Writes reports/ray-<device>.md. Not a test: timings on a shared machine are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # parity/ and convert/ are repository packages
+
+from nanocodec import AudioCodecModel, token_files  # noqa: E402
+from nanocodec import tokenize as tk  # noqa: E402
+from parity.machine import cpu_name  # noqa: E402
+
+FULL_NEMO = ROOT / "cache" / "fixtures-full" / "nano0p6_full.nemo"
+WORK = ROOT / "cache" / "bench-ray"
+
+
+def model_folder(arg: str | None) -> tuple[Path, str]:
+    if arg:
+        return Path(arg), f"`{arg}`"
+    if FULL_NEMO.exists():
+        out = WORK / "nano0p6_full"
+        if not (out / "model.safetensors").exists():
+            from convert.converter import convert
+
+            convert(str(FULL_NEMO), str(out), overwrite=True)
+        return out, "the seeded full-size 0.6 kbps checkpoint (`cache/fixtures-full/nano0p6_full.nemo`, converted)"
+    print(f"{FULL_NEMO} is missing (make it with `make fixtures FULL=1`): using the full-size architecture "
+          "with seeded random weights", file=sys.stderr)
+    from nanocodec.presets import DEFAULT_PRESET, PRESETS
+
+    out = WORK / "preset_random"
+    if not out.exists():
+        torch.manual_seed(0)
+        AudioCodecModel(PRESETS[DEFAULT_PRESET].config()).save_pretrained(out)
+    return out, f"the full-size `{DEFAULT_PRESET}` architecture with seeded random weights"
+
+
+def make_corpus(root: Path, files: int, seconds: float) -> float:
+    """`files` clips of about `seconds` (4/5 to 6/5 of it), cut from the speech fixtures with a
+    little seeded noise; odd ones at 44.1 kHz PCM_16. Returns the total duration in seconds."""
+    src = np.concatenate([sf.read(ROOT / "tests" / "fixtures" / "audio" / f"{n}.wav", dtype="float32")[0]
+                          for n in ("speech_11s", "speech_4s")])
+    rng = np.random.default_rng(0)
+    shutil.rmtree(root, ignore_errors=True)
+    total = 0.0
+    for i in range(files):
+        n = int(22050 * seconds * rng.uniform(0.8, 1.2))
+        start = int(rng.integers(0, len(src)))
+        clip = np.resize(np.roll(src, -start), n) + 0.003 * rng.standard_normal(n).astype(np.float32)
+        folder = root / f"spk{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            sf.write(folder / f"utt{i:04d}.wav", soxr.resample(clip, 22050, 44100), 44100, subtype="PCM_16")
+        else:
+            sf.write(folder / f"utt{i:04d}.flac", clip, 22050, subtype="PCM_16")
+        total += n / 22050
+    return total
+
+
+def timed_encoder(ray_engine, log_dir: Path):
+    """An encode actor that also logs the CPU time of each batch (its thread's, so other work on a
+    shared machine does not count) and the audio it encoded: a per-core figure the load does not skew."""
+
+    class TimedEncoder(ray_engine.Encoder):
+        def __call__(self, row):
+            t = time.thread_time()
+            out = super().__call__(row)
+            cpu = time.thread_time() - t
+            seconds = sum(d[2] for d in pickle.loads(out["result"]).done)
+            with open(Path(log_dir) / f"{os.getpid()}.txt", "a") as f:
+                f.write(f"{cpu} {seconds}\n")
+            return out
+
+    return TimedEncoder
+
+
+def logged_cpu(log_dir: Path) -> tuple[float, float]:
+    cpu = audio = 0.0
+    for path in log_dir.glob("*.txt"):
+        for line in path.read_text().splitlines():
+            c, a = map(float, line.split())
+            cpu, audio = cpu + c, audio + a
+    return cpu, audio
+
+
+def tokens_by_path(out: Path) -> dict:
+    entries = [json.loads(line) for line in (out / tk.MANIFEST).read_text().splitlines()]
+    return {e["path"]: token_files.read(out / e["shard"]).tokens[e["key"]].numpy().tobytes() for e in entries}
+
+
+def compare(out: Path, ref: Path) -> str:
+    a, b = tokens_by_path(out), tokens_by_path(ref)
+    differ = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
+    files = {p.name for p in ref.iterdir()} | {p.name for p in out.iterdir()}
+    bytes_differ = sorted(n for n in files if n != tk.LOCK and (
+        not (out / n).exists() or not (ref / n).exists() or (out / n).read_bytes() != (ref / n).read_bytes()))
+    if not differ and not bytes_differ:
+        return f"yes: {len(a)} files' tokens, manifest and every shard byte-identical"
+    return f"NO: tokens differ for {len(differ)} file(s) {differ[:3]}; files differing: {bytes_differ}"
+
+
+def loadavg() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="converted model folder (default: the full-size model, see above)")
+    ap.add_argument("--files", type=int, default=24)
+    ap.add_argument("--seconds", type=float, default=5.0, help="mean clip length")
+    ap.add_argument("--shard-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1,
+                    help="default 1: on CPU, batch 1 is the fastest per item (reports/bench-cpu.md)")
+    ap.add_argument("--workers", default="1,2", help="Ray encoder counts to measure, comma-separated")
+    ap.add_argument("--out", default="reports")
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from nanocodec import ray_engine
+
+    torch.set_num_threads(1)  # the local engine: one thread, like each Ray encoder
+    WORK.mkdir(parents=True, exist_ok=True)
+    folder, model_desc = model_folder(args.model)
+    model = AudioCodecModel.from_pretrained(folder)
+    corpus = WORK / "corpus"
+    audio_s = make_corpus(corpus, args.files, args.seconds)
+    kw = dict(model_ref=str(folder), shard_size=args.shard_size, batch_size=args.batch_size, progress=False,
+              log=lambda m: print(m, file=sys.stderr))
+    load_start = loadavg()
+    rows = []
+
+    commits = []  # (time, audio seconds so far) at each shard the driver commits: when the first came
+    orig_commit = tk.commit_shard
+
+    def timed_commit(plan, name, enc, meta, result, say):
+        orig_commit(plan, name, enc, meta, result, say)
+        commits.append((time.perf_counter(), result.audio_seconds))
+
+    tk.commit_shard = timed_commit  # both engines' drivers call tk.commit_shard
+
+    def measure(label, workers, fn, out):
+        shutil.rmtree(out, ignore_errors=True)
+        commits.clear()
+        t, cpu = time.perf_counter(), time.thread_time()
+        res = fn(corpus, out, model, **kw)
+        wall, cpu = time.perf_counter() - t, time.thread_time() - cpu
+        assert res.encoded == args.files and not res.failed, res
+        t0 = commits[0][0]
+        rows.append({"engine": label, "workers": workers, "wall_s": wall, "rate": audio_s / wall,
+                     "first_s": t0 - t, "per_core": audio_s / cpu if label == "local" else None})
+        print(f"{label:>6} x{workers}: {wall:7.1f} s, {audio_s / wall:6.2f} audio-h/h "
+              f"(first shard after {t0 - t:.1f} s)", file=sys.stderr)
+        return out
+
+    # the decode stage alone (read, sha256, decode, resample to the model's rate), one core
+    t = time.thread_time()
+    items, failed = tk.load_batch(corpus, tk.list_audio(corpus), model.sample_rate, "-")
+    decode_rate = audio_s / (time.thread_time() - t)
+    assert len(items) == args.files and not failed
+    del items
+    print(f"decode stage: {decode_rate:.0f} audio-h/h per core", file=sys.stderr)
+
+    ref = measure("local", 1, tk.tokenize, WORK / "out-local")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), address="local", include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", _temp_dir=temp)
+    ray_start = time.perf_counter() - t
+    try:
+        for w in [int(x) for x in args.workers.split(",")]:
+            log_dir = WORK / f"cpu-ray{w}"
+            shutil.rmtree(log_dir, ignore_errors=True)
+            log_dir.mkdir()
+            encoder = timed_encoder(ray_engine, log_dir)
+            out = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k),
+                          WORK / f"out-ray{w}")
+            rows[-1]["same"] = compare(out, ref)
+            cpu, audio = logged_cpu(log_dir)
+            rows[-1]["per_core"] = audio / cpu
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    load_end = loadavg()
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Corpus tokenization on Ray Data: throughput on this CPU",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench-ray` "
+        f"(benchmarks/ray_throughput.py) at commit {commit or 'n/a'}.",
+        "",
+        f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work "
+        f"ran during the measurement (load average 1/5/15 min {load_start} at the start, {load_end} at the end), "
+        "so the figures are noisy and lower than on an idle machine.",
+        f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, "
+        "1 torch thread per encoder (and in the local engine).",
+        f"- **Corpus**: {args.files} clips, {audio_s:.1f} s of audio in all (about {args.seconds:g} s each; half at "
+        f"44.1 kHz PCM_16, resampled at load), shard size {args.shard_size}, batch size {args.batch_size}.",
+        f"- **Ray**: {ray.__version__}, a local cluster on 127.0.0.1 with {os.cpu_count()} CPUs (start-up "
+        f"{ray_start:.1f} s, not counted below). A Ray run's time counts starting its encode actors and loading "
+        "the model in each; with as many encoders as cores they reserve a little less than one CPU each and share "
+        "the cores with the decode tasks.",
+        f"- **Decode stage alone** (read, sha256, decode, resample; `tokenize.load_batch` on one core): "
+        f"{decode_rate:.0f} audio-hours per hour.",
+        "",
+        "| engine | encoders | wall s | audio-hours per hour (× real time) | first shard written after s "
+        "| audio-hours per CPU-hour of encoding | same as local engine? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['rate']:.2f} | {r['first_s']:.1f} | "
+                     f"{r['per_core']:.2f} | {r.get('same', '(the reference)')} |")
+    lines += [
+        "",
+        "Audio-hours per hour = seconds of audio tokenized ÷ seconds of wall time (the same number as × real time). "
+        "Wall time: from the call to the end, Ray actor start-up and model loading included (the first shard "
+        "column shows that start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the threads that encode (Ray: summed "
+        "over the encode actors, logged per batch; local: the whole run's thread, decoding included), which the "
+        "machine's other load does not inflate: the figure a cluster plan scales by core count.",
+        "The equality column compares each Ray output with the local engine's: per file, path → token bytes from "
+        "the shards; the manifests and error logs; every shard file byte for byte (the lock file aside).",
+        "",
+    ]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ray-cpu.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
