@@ -45,4 +45,4 @@ class CausalHiFiGANDecoder(nn.Module):
         x = self.post_conv(self.post_activation(x), state)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)
-        return self.out_activation(x)
+        return self.out_activation(x).contiguous()

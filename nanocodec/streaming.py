@@ -13,11 +13,10 @@ frame's end the input must reach before that frame's tokens come out.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import validation
 from .errors import InvalidInputError
-from .modules.conv import Conv1d
+from .modules.conv import Conv1d, channels_last_for, conv1d
 
 
 class StreamingDecoder:
@@ -115,7 +114,8 @@ class _ConvStream(_Stream):
             return None
         lo = self.next_out * self.s - self.base
         hi = (stop - 1) * self.s + self.span - self.base
-        y = F.conv1d(self.buf[..., lo:hi], self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d)
+        y = conv1d(self.buf[..., lo:hi], self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d,
+                   channels_last=channels_last_for(self.conv.layout, self.buf))
         keep = stop * self.s - self.base
         self.buf = self.buf[..., keep:]
         self.base += keep

@@ -28,7 +28,8 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         h = self.input_conv(self.input_activation(x), ctx)
-        return x + self.skip_conv(self.skip_activation(h), ctx)
+        # add into the conv's fresh output (x + y == y + x in IEEE arithmetic)
+        return self.skip_conv(self.skip_activation(h), ctx).add_(x)
 
 
 class ResBlock(nn.Module):
@@ -59,5 +60,5 @@ class ResLayer(nn.Module):
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
         out = self.blocks[0](x, ctx)
         for block in self.blocks[1:]:
-            out = out + block(x, ctx)
-        return out / len(self.blocks)
+            out.add_(block(x, ctx))
+        return out.div_(len(self.blocks))

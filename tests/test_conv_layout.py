@@ -1,0 +1,131 @@
+"""The fast CPU compute paths (issue 7) against NeMo's own layout.
+
+`layout="nemo"` runs NeMo's NCW `conv1d` calls and is checked bitwise against NeMo's committed
+recordings; the channels-last encoder path (`"auto"` on CPU) and its patched-in edge padding are
+checked against it. Tolerance: the two layouts sum the same float32 products in a different order,
+so outputs differ by a few float32 ulps of the partial sums: <= 1e-6 relative to the output's max
+over convs of up to 11 x 432 terms (observed <= 2e-7), far below contracts §5's 1e-4 on latents.
+"""
+import pytest
+import torch
+
+from nanocodec import AudioCodecModel
+from nanocodec.errors import InvalidInputError
+from nanocodec.modules.activations import LRELU_SLOPE, HalfSnake, Snake
+from nanocodec.modules.conv import Conv1d, Ragged, to_channels_last
+from parity import compare, fixtures
+
+REL_TOL = 1e-6
+
+
+def _rel(a, b):
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+# (kernel, dilation, stride, explicit padding) of every conv kind the encoders use
+CONV_KINDS = [(3, 1, 1, None), (7, 3, 1, None), (11, 5, 1, None), (7, 1, 1, None),
+              (4, 1, 2, 1), (6, 1, 3, 2), (12, 1, 6, 3), (14, 1, 7, 4)]
+
+
+@pytest.mark.parametrize("pad_mode", ["replicate", "reflect", "zeros"])
+@pytest.mark.parametrize("kind", CONV_KINDS, ids=lambda k: f"k{k[0]}d{k[1]}s{k[2]}")
+def test_channels_last_conv_equals_nemo_layout(pad_mode, kind, one_thread):
+    k, d, s, pad = kind
+    torch.manual_seed(k * 100 + d * 10 + s)
+    conv = Conv1d(5, 6, k, stride=s, dilation=d, padding=pad, pad_mode=pad_mode)
+    # lengths around every branch: edges overlapping (fallback to whole padding), just apart, long
+    for n in [1, 2, 3, 5, 8, 13, 21, 31, 64, 100, 257, 1000]:
+        n -= n % s
+        if n == 0 or (pad_mode == "reflect" and conv.padding >= n):
+            continue
+        x = torch.randn(2, 5, n)
+        conv.layout = "nemo"
+        ref = conv(x)
+        conv.layout = "channels_last"
+        for inp in (x, to_channels_last(x)):
+            y = conv(inp)
+            assert y.shape == ref.shape
+            assert _rel(y, ref) <= REL_TOL, (n, _rel(y, ref))
+
+
+def test_ragged_channels_last_equals_nemo_layout(one_thread):
+    torch.manual_seed(1)
+    conv = Conv1d(4, 4, 7, dilation=3, pad_mode="reflect")
+    x = torch.randn(3, 4, 200)
+    for mode in ("edge", "mask"):
+        ragged = Ragged(torch.tensor([200, 150, 60]), mode)
+        conv.layout = "nemo"
+        ref = conv(x, ragged)
+        conv.layout = "channels_last"
+        assert _rel(conv(x, ragged), ref) <= REL_TOL
+
+
+def test_switching_back_to_nemo_layout_is_bitwise_again(one_thread):
+    """The channels-last path re-lays the weight out in place; "nemo" must undo that, or oneDNN
+    silently picks its channels-last kernels for NCW inputs too."""
+    torch.manual_seed(2)
+    conv = Conv1d(8, 8, 7, pad_mode="replicate")
+    x = torch.randn(1, 8, 500)
+    expected = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (3, 3), mode="replicate"),
+                                          conv.weight.detach().clone(), conv.bias.detach())
+    conv.layout = "channels_last"
+    conv(x)
+    assert not conv.weight.is_contiguous()
+    conv.layout = "nemo"
+    assert torch.equal(conv(x), expected)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 27, 54])
+def test_in_place_snakes_are_bitwise_nemo(channels):
+    """NeMo's expressions, verbatim, against our single-buffer forms, on NCW and channels-last input."""
+    torch.manual_seed(channels)
+    x = torch.randn(2, channels, 333) * 3
+    snake, half = Snake(channels), HalfSnake(channels)
+    with torch.no_grad():
+        snake.alpha.uniform_(0.2, 2.0)
+        half.alpha.uniform_(0.2, 2.0)
+
+    def nemo_snake(v, alpha):
+        return v + (alpha + 1e-9).reciprocal() * torch.sin(alpha * v).pow(2)
+
+    n = channels // 2
+    want_snake = nemo_snake(x, snake.alpha.detach())
+    want_half = torch.cat([nemo_snake(x[:, :n], half.alpha.detach()),
+                           torch.nn.functional.leaky_relu(x[:, n:], LRELU_SLOPE)], dim=1)
+    with torch.inference_mode():
+        for inp in (x, to_channels_last(x)):
+            assert torch.equal(snake(inp), want_snake)
+            assert torch.equal(half(inp), want_half)
+    # with autograd on, the reference form runs (in-place ops cannot take gradients)
+    assert torch.equal(half(x.requires_grad_()), want_half)
+
+
+@pytest.fixture(scope="module")
+def model(base_folder):
+    return AudioCodecModel.from_pretrained(base_folder)
+
+
+@pytest.mark.parametrize("name", ["speech_4s", "white_noise", "len_1765"])
+def test_nemo_layout_is_bitwise_nemo_and_auto_within_bounds(model, name, one_thread):
+    case = next(c for c in fixtures.model_cases() if c.name == "nano0p6_replicate")
+    ref = fixtures.read_ref(case, name)
+    audio = torch.from_numpy(fixtures.read_input(name))
+    try:
+        model.set_conv_layout("nemo")
+        latents = model.encode_latents(audio).latents.numpy()
+        decoded = model.decode(torch.from_numpy(ref["tokens"])).audio[:, 0].numpy()
+        assert (latents == ref["latents"]).all()
+        assert (decoded == ref["decoded"]).all()
+        model.set_conv_layout("auto")
+        latents = model.encode_latents(audio).latents.numpy()
+        tokens = model.encode(audio).tokens.numpy()
+        assert compare.latent_rel_error(latents, ref["latents"]) <= compare.LATENT_REL_TOL
+        assert compare.compare_tokens(tokens, ref["tokens"], ref["prerounding"]).ok
+    finally:
+        model.set_conv_layout("auto")
+
+
+def test_unknown_layout_is_refused(model):
+    with pytest.raises(InvalidInputError, match="conv layout"):
+        model.set_conv_layout("nhwc")
