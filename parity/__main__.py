@@ -44,6 +44,9 @@ def main(argv=None) -> int:
         device = args.device if args.device == "cpu" else args.device.replace(":", "")
         md, js = report.write(report.build(records, options, device), args.report)
         print(f"wrote {md} and {js}")
+        from .variants_table import refresh_after_report
+
+        refresh_after_report(js)
     return 0 if ok else 1
 
 

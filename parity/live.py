@@ -278,6 +278,9 @@ def main(argv=None) -> int:
         rep = report.build(records, options, "cpu", live=live)
         md, js = report.write(rep, args.report, stem=f"parity-{name}-cpu")
         print(f"wrote {md} and {js}")
+        from .variants_table import refresh_after_report
+
+        refresh_after_report(js)
     return 0 if ok else 1
 
 

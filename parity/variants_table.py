@@ -148,6 +148,13 @@ def render(readme: str) -> str:
     return f"{head}{START}\n{table()}\n{END}{tail}"
 
 
+def refresh_after_report(written: Path) -> None:
+    """Called by `python -m parity` / `parity.live` after writing a report: when it is one of the reports
+    the table is made from, rewrite the README's table so the two never disagree."""
+    if Path(written).resolve() in (TIER1.resolve(), LIVE.resolve()):
+        main([])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m parity.variants_table", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the README's table is out of date")
