@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=1,
                     help="default 1: on CPU, batch 1 is the fastest per item (reports/bench-cpu.md)")
     ap.add_argument("--workers", default="1,2", help="Ray encoder counts to measure, comma-separated")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (median reported)")
     ap.add_argument("--out", default="reports")
     args = ap.parse_args(argv)
 
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
     kw = dict(model_ref=str(folder), shard_size=args.shard_size, batch_size=args.batch_size, progress=False,
               log=lambda m: print(m, file=sys.stderr))
     load_start = loadavg()
-    rows = []
+    runs: dict[tuple[str, int], list[dict]] = {}
 
     commits = []  # (time, audio seconds so far) at each shard the driver commits: when the first came
     orig_commit = tk.commit_shard
@@ -173,19 +175,18 @@ def main(argv=None) -> int:
 
     tk.commit_shard = timed_commit  # both engines' drivers call tk.commit_shard
 
-    def measure(label, workers, fn, out):
+    def measure(label, workers, fn, out) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         commits.clear()
         t, cpu = time.perf_counter(), time.thread_time()
         res = fn(corpus, out, model, **kw)
         wall, cpu = time.perf_counter() - t, time.thread_time() - cpu
         assert res.encoded == args.files and not res.failed, res
-        t0 = commits[0][0]
-        rows.append({"engine": label, "workers": workers, "wall_s": wall, "rate": audio_s / wall,
-                     "first_s": t0 - t, "per_core": audio_s / cpu if label == "local" else None})
+        run = {"wall_s": wall, "rate": audio_s / wall, "first_s": commits[0][0] - t, "cpu_s": cpu}
+        runs.setdefault((label, workers), []).append(run)
         print(f"{label:>6} x{workers}: {wall:7.1f} s, {audio_s / wall:6.2f} audio-h/h "
-              f"(first shard after {t0 - t:.1f} s)", file=sys.stderr)
-        return out
+              f"(first shard after {run['first_s']:.1f} s)", file=sys.stderr)
+        return run
 
     # the decode stage alone (read, sha256, decode, resample to the model's rate), one core
     t = time.thread_time()
@@ -195,23 +196,33 @@ def main(argv=None) -> int:
     del items
     print(f"decode stage: {decode_rate:.0f} audio-h/h per core", file=sys.stderr)
 
-    ref = measure("local", 1, tk.tokenize, WORK / "out-local")
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), address="local", include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", _temp_dir=temp)
     ray_start = time.perf_counter() - t
+    ref = WORK / "out-ref"
     try:
-        for w in [int(x) for x in args.workers.split(",")]:
-            log_dir = WORK / f"cpu-ray{w}"
-            shutil.rmtree(log_dir, ignore_errors=True)
-            log_dir.mkdir()
-            encoder = timed_encoder(ray_engine, log_dir)
-            out = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k),
-                          WORK / f"out-ray{w}")
-            rows[-1]["same"] = compare(out, ref)
-            cpu, audio = logged_cpu(log_dir)
-            rows[-1]["per_core"] = audio / cpu
+        for r in range(args.rounds):  # interleaved, so that every engine sees the machine's changing load
+            out = WORK / "out-local"
+            run = measure("local", 1, tk.tokenize, out)
+            run["per_core"] = audio_s / run["cpu_s"]
+            if r == 0:
+                shutil.rmtree(ref, ignore_errors=True)
+                shutil.copytree(out, ref)
+            else:
+                run["same"] = compare(out, ref)
+            for w in [int(x) for x in args.workers.split(",")]:
+                log_dir = WORK / f"cpu-ray{w}"
+                shutil.rmtree(log_dir, ignore_errors=True)
+                log_dir.mkdir()
+                encoder = timed_encoder(ray_engine, log_dir)
+                out = WORK / f"out-ray{w}"
+                run = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k),
+                              out)
+                run["same"] = compare(out, ref)
+                cpu, audio = logged_cpu(log_dir)
+                run["per_core"] = audio / cpu
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
@@ -226,33 +237,46 @@ def main(argv=None) -> int:
         "",
         f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work "
         f"ran during the measurement (load average 1/5/15 min {load_start} at the start, {load_end} at the end), "
-        "so the figures are noisy and lower than on an idle machine.",
+        "so wall-time figures are noisy (they move by tens of percent from round to round) and lower than on an "
+        "idle machine.",
         f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, "
         "1 torch thread per encoder (and in the local engine).",
         f"- **Corpus**: {args.files} clips, {audio_s:.1f} s of audio in all (about {args.seconds:g} s each; half at "
         f"44.1 kHz PCM_16, resampled at load), shard size {args.shard_size}, batch size {args.batch_size}.",
         f"- **Ray**: {ray.__version__}, a local cluster on 127.0.0.1 with {os.cpu_count()} CPUs (start-up "
-        f"{ray_start:.1f} s, not counted below). A Ray run's time counts starting its encode actors and loading "
-        "the model in each; with as many encoders as cores they reserve a little less than one CPU each and share "
-        "the cores with the decode tasks.",
+        f"{ray_start:.1f} s, not counted below), up during all rounds. A Ray run's time counts starting its encode "
+        "actors and loading the model in each; with as many encoders as cores they reserve a little less than one "
+        "CPU each and share the cores with the decode tasks.",
+        f"- **Rounds**: {args.rounds}, the engines interleaved (local, Ray x1, Ray x2, local, ...).",
         f"- **Decode stage alone** (read, sha256, decode, resample; `tokenize.load_batch` on one core): "
         f"{decode_rate:.0f} audio-hours per hour.",
         "",
-        "| engine | encoders | wall s | audio-hours per hour (× real time) | first shard written after s "
-        "| audio-hours per CPU-hour of encoding | same as local engine? |",
+        "| engine | encoders | audio-hours per hour (× real time): median (min-max) | wall s, median "
+        "| first shard written after s, median | audio-hours per CPU-hour of encoding, median | same as local engine? |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['rate']:.2f} | {r['first_s']:.1f} | "
-                     f"{r['per_core']:.2f} | {r.get('same', '(the reference)')} |")
+    med = statistics.median
+    for (label, workers), rs in runs.items():
+        rates = [r["rate"] for r in rs]
+        same = [r["same"] for r in rs if "same" in r]
+        if not same:
+            verdict = "(the reference)"
+        elif all(x.startswith("yes") for x in same):
+            verdict = same[0] + (f", in all {len(same)} rounds" if len(same) > 1 else "")
+        else:
+            verdict = "; ".join(same)
+        lines.append(f"| {label} | {workers} | {med(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | "
+                     f"{med(r['wall_s'] for r in rs):.1f} | {med(r['first_s'] for r in rs):.1f} | "
+                     f"{med(r['per_core'] for r in rs):.2f} | {verdict} |")
     lines += [
         "",
         "Audio-hours per hour = seconds of audio tokenized ÷ seconds of wall time (the same number as × real time). "
-        "Wall time: from the call to the end, Ray actor start-up and model loading included (the first shard "
-        "column shows that start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the threads that encode (Ray: summed "
-        "over the encode actors, logged per batch; local: the whole run's thread, decoding included), which the "
-        "machine's other load does not inflate: the figure a cluster plan scales by core count.",
-        "The equality column compares each Ray output with the local engine's: per file, path → token bytes from "
+        "Wall time: from the call to the end, Ray actor start-up and model loading included (the first-shard "
+        "column shows that start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the "
+        "threads that encode (Ray: summed over the encode actors, logged per batch; local: the whole run's thread, "
+        "decoding included), which the machine's other load does not inflate: the figure a cluster plan scales "
+        "by core count.",
+        "The equality column compares each output with the first local run's: per file, path → token bytes from "
         "the shards; the manifests and error logs; every shard file byte for byte (the lock file aside).",
         "",
     ]
