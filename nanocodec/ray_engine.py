@@ -25,6 +25,7 @@ must be a folder at the same path on every node or a hub id; OUT_DIR is written 
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import sys
@@ -136,7 +137,8 @@ def tokenize(
         if todo:
             own = not ray.is_initialized()
             if own:
-                ray.init(address=address, include_dashboard=False, log_to_driver=progress)
+                ray.init(address=address, include_dashboard=False, log_to_driver=progress,
+                         logging_level=logging.INFO if progress else logging.ERROR)
             try:
                 _execute(ray, p, todo, model, ref, revision, batch_size, progress, log, result, started,
                          workers, num_gpus_per_worker, cpus_per_worker, threads_per_worker, encoder_cls)
@@ -171,8 +173,6 @@ def resources(ray, workers, num_gpus: float, cpus: float, log) -> tuple[int, flo
 
 def _execute(ray, p, todo, model, ref, revision, batch_size, progress, log, result, started,
              workers, num_gpus, cpus, threads, encoder_cls) -> None:
-    import logging
-
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
