@@ -16,7 +16,7 @@ import torch
 
 from . import validation
 from .errors import InvalidInputError
-from .modules.conv import Conv1d, channels_last_for, conv1d
+from .modules.conv import Conv1d, cat_time, channels_last_for, conv1d
 
 
 class StreamingDecoder:
@@ -114,8 +114,12 @@ class _ConvStream(_Stream):
             return None
         lo = self.next_out * self.s - self.base
         hi = (stop - 1) * self.s + self.span - self.base
-        y = conv1d(self.buf[..., lo:hi], self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d,
-                   channels_last=channels_last_for(self.conv.layout, self.buf))
+        piece = self.buf[..., lo:hi]
+        cl = channels_last_for(self.conv.layout, piece)
+        if cl and piece.shape[-1] * piece.shape[1] < 20480:
+            y = self.conv._small_conv(piece)  # a short piece: no full weight reorder (see there)
+        else:
+            y = conv1d(piece, self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d, channels_last=cl)
         keep = stop * self.s - self.base
         self.buf = self.buf[..., keep:]
         self.base += keep
@@ -125,15 +129,15 @@ class _ConvStream(_Stream):
     def push(self, x):
         if x is None or x.shape[-1] == 0:
             return None
-        self.tail = x[..., -(self.p + 1):] if self.tail is None else torch.cat([self.tail, x], -1)[..., -(self.p + 1):]
+        self.tail = x[..., -(self.p + 1):] if self.tail is None else cat_time([self.tail, x])[..., -(self.p + 1):]
         if self.buf is None:
-            self.pending = x if self.pending is None else torch.cat([self.pending, x], -1)
+            self.pending = x if self.pending is None else cat_time([self.pending, x])
             if not self._ready_to_start(self.pending.shape[-1]):
                 return None
             x, self.pending = self.pending, None
-            self.buf = torch.cat([self._left_pad(x), x], -1) if self.p else x
+            self.buf = cat_time([self._left_pad(x), x]) if self.p else x
             return self._emit()
-        self.buf = torch.cat([self.buf, x], -1)
+        self.buf = cat_time([self.buf, x])
         return self._emit()
 
     def flush(self):
@@ -144,7 +148,7 @@ class _ConvStream(_Stream):
                 )
             return None
         if self.p:
-            self.buf = torch.cat([self.buf, self._right_pad()], -1)
+            self.buf = cat_time([self.buf, self._right_pad()])
         y = self._emit()
         self.reset()
         return y
@@ -155,7 +159,7 @@ def _cat(a, b):
         return b
     if b is None:
         return a
-    return torch.cat([a, b], -1)
+    return cat_time([a, b])
 
 
 def _take(q, n):
@@ -291,7 +295,7 @@ def encode_in_chunks(encoder, audio: torch.Tensor, chunk: int) -> torch.Tensor:
     graph = _encoder_graph(encoder)
     outs = [graph.push(audio[..., i : i + chunk]) for i in range(0, audio.shape[-1], chunk)]
     outs.append(graph.flush())
-    return torch.cat([o for o in outs if o is not None], dim=-1)
+    return cat_time([o for o in outs if o is not None])
 
 
 def decode_in_chunks(decoder, latents: torch.Tensor, chunk: int) -> torch.Tensor:

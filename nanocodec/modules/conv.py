@@ -66,6 +66,18 @@ def _ncw_weight(param: nn.Parameter) -> torch.Tensor:
     return param
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def cat_time(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along time that keeps a channels-last layout (a 3-D cat returns NCW, which
+    would transpose every piece in memory and again at the next conv)."""
+    if len(tensors) > 1 and all(is_channels_last(t) for t in tensors):
+        return torch.cat([t.transpose(1, 2) for t in tensors], 1).transpose(1, 2)
+    return torch.cat(tensors, -1)
+
+
 def conv1d(x, weight, bias, *, stride=1, dilation=1, padding=0, channels_last=False) -> torch.Tensor:
     """`F.conv1d`, or the same conv as a channels-last 2-D conv (output `[B,C,T]` strided `[B,T,C]`)."""
     if not channels_last:
@@ -115,7 +127,7 @@ def pad_with_context(x: torch.Tensor, pad: int, pad_mode: str, ragged: Ragged | 
     """Pad `x` [B,C,T] by `pad` on both sides; with an "edge" Ragged, per item at its own end."""
     if pad == 0:
         return x
-    if x.dim() == 3 and x.stride(1) == 1 and x.shape[1] > 1:
+    if is_channels_last(x):
         xp = _pad_channels_last(x, pad, pad_mode)
     else:
         xp = F.pad(x, (pad, pad), mode=_TORCH_PAD_MODE[pad_mode])
@@ -198,7 +210,7 @@ class Conv1d(nn.Module):
         else:
             head, tail = x[..., 1 : p + 1].flip(-1), x[..., n - p - 1 : n - 1].flip(-1)
         b = x.shape[0]
-        edges = torch.cat([torch.cat([head, x[..., : length - p]], -1), torch.cat([x[..., j * s - p :], tail], -1)], 0)
+        edges = torch.cat([cat_time([head, x[..., : length - p]]), cat_time([x[..., j * s - p :], tail])], 0)
         e = self._small_conv(edges)
         y[..., :left] = e[:b, :, :left]
         y[..., right:] = e[b:, :, right - j :]
