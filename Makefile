@@ -31,6 +31,7 @@ test: install oracle
 # make parity NEMO=path/to/user.nemo: the live tier on your own checkpoint instead (parity/oracle/oracle.mk).
 parity: install
 	$(PY) -m parity --report reports $(if $(NEMO),--nemo "$(NEMO)")
+	$(if $(NEMO),,$(PY) -m parity --report reports --layout nemo)
 
 # make convert NEMO=path/or/hub-id OUT=folder  (without NEMO: the official 0.6 kbps checkpoint)
 NEMO ?=

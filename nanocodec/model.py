@@ -19,10 +19,13 @@ from .quantizer import GroupFSQ
 from .streaming import decode_in_chunks, encode_in_chunks
 
 
-# decode(chunk_seconds="auto") on CPU: 28 frames (2.24 s at 12.5 fps) at a time. Measured on a
-# 2-core Xeon, full size, 1 thread: 0.42 s per audio-second at 30 s vs 0.71 whole, and no slower
-# than whole at 5-10 s (reports/bench-cpu.md).
+# chunk_seconds="auto" on CPU (measured on a 2-core Xeon, full-size 0.6 kbps, 1 thread, CPU time
+# per audio-second): decode 2 s chunks: 0.42 s at 30 s vs 0.71 whole, and no slower at 5-10 s;
+# encode whole up to 12 s (0.20 s, chunking costs ~10% there), 4 s chunks beyond (30 s: 0.22 vs
+# 0.27 whole). Chunks also keep memory flat (encoder +401 vs +598 MiB at 20 s).
 AUTO_DECODE_CHUNK_SECONDS = 2.0
+AUTO_ENCODE_CHUNK_SECONDS = 4.0
+AUTO_ENCODE_MIN_SECONDS = 12.0
 
 
 class EncodeOutput(NamedTuple):
@@ -104,12 +107,14 @@ class AudioCodecModel(nn.Module):
     # ---- encoding -----------------------------------------------------------------------
     @torch.inference_mode()
     def encode_latents(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
-                       chunk_seconds: float | None = None) -> LatentOutput:
+                       chunk_seconds: float | str | None = "auto") -> LatentOutput:
         """The encoder's continuous output (NeMo's `encode_audio`), before quantization.
 
         `chunk_seconds`: encode a long, non-ragged batch that many seconds at a time on the
         streaming machinery (flat memory, warm caches; equal to whole-input encoding up to ~1e-6
         in latents, i.e. the token rule of contracts §5). Ragged batches are encoded whole.
+        "auto" (default): on CPU outside layout "nemo", `AUTO_ENCODE_CHUNK_SECONDS` chunks for
+        inputs longer than `AUTO_ENCODE_MIN_SECONDS`, else whole; None: always whole.
         """
         audio, audio_len = validation.audio_batch(audio, audio_len, self.dtype, self.device)
         spf = self.samples_per_frame
@@ -133,6 +138,10 @@ class AudioCodecModel(nn.Module):
             if bool((padded_len != total).any()):
                 ragged = Ragged(padded_len, "edge")
             self._check_reflect(padded_len)
+        if chunk_seconds == "auto":
+            long = total > AUTO_ENCODE_MIN_SECONDS * self.sample_rate
+            fast = self.device.type == "cpu" and self.conv_layout != "nemo"
+            chunk_seconds = AUTO_ENCODE_CHUNK_SECONDS if long and fast else None
         chunk = self._chunk(chunk_seconds) * spf
         if ragged is None and chunk and total > chunk:
             latents = encode_in_chunks(self.encoder, x.unsqueeze(1), chunk)
@@ -144,7 +153,7 @@ class AudioCodecModel(nn.Module):
 
     @torch.inference_mode()
     def encode(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
-               chunk_seconds: float | None = None) -> EncodeOutput:
+               chunk_seconds: float | str | None = "auto") -> EncodeOutput:
         latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat,
                                               chunk_seconds=chunk_seconds)
         return EncodeOutput(self.quantizer.encode(latents, frames), frames)
@@ -193,9 +202,7 @@ class AudioCodecModel(nn.Module):
     @torch.inference_mode()
     def forward(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
                 chunk_seconds: float | str | None = "auto") -> CodecOutput:
-        """encode then decode; "auto" chunking: encode whole, decode as `decode` does."""
-        encode_chunk = None if chunk_seconds == "auto" else chunk_seconds
-        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat, chunk_seconds=encode_chunk)
+        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat, chunk_seconds=chunk_seconds)
         decoded, decoded_len = self.decode(tokens, tokens_len, chunk_seconds=chunk_seconds)
         return CodecOutput(decoded, tokens, decoded_len)
 

@@ -16,7 +16,7 @@ import torch
 
 from . import validation
 from .errors import InvalidInputError
-from .modules.conv import Conv1d, cat_time, channels_last_for, conv1d
+from .modules.conv import Conv1d, cat_time, channels_last_for, conv1d, own_time
 
 
 class StreamingDecoder:
@@ -121,7 +121,7 @@ class _ConvStream(_Stream):
         else:
             y = conv1d(piece, self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d, channels_last=cl)
         keep = stop * self.s - self.base
-        self.buf = self.buf[..., keep:]
+        self.buf = own_time(self.buf[..., keep:])
         self.base += keep
         self.next_out = stop
         return y
@@ -129,7 +129,7 @@ class _ConvStream(_Stream):
     def push(self, x):
         if x is None or x.shape[-1] == 0:
             return None
-        self.tail = x[..., -(self.p + 1):] if self.tail is None else cat_time([self.tail, x])[..., -(self.p + 1):]
+        self.tail = own_time((x if self.tail is None else cat_time([self.tail, x]))[..., -(self.p + 1):])
         if self.buf is None:
             self.pending = x if self.pending is None else cat_time([self.pending, x])
             if not self._ready_to_start(self.pending.shape[-1]):
@@ -163,7 +163,7 @@ def _cat(a, b):
 
 
 def _take(q, n):
-    return q[..., :n], (q[..., n:] if q.shape[-1] > n else None)
+    return q[..., :n], (own_time(q[..., n:]) if q.shape[-1] > n else None)
 
 
 class _Seq(_Stream):

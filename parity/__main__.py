@@ -1,4 +1,5 @@
-"""`python -m parity [--report DIR] [--model NAME ...] [--threads N] [--dtype float32]` (make parity).
+"""`python -m parity [--report DIR] [--model NAME ...] [--threads N] [--dtype float32] [--layout auto|nemo]`
+(make parity runs both layouts: "auto", the fast default, and "nemo", NeMo's bitwise conv calls).
 
 `python -m parity --nemo path/to/user.nemo [--report DIR]` (make parity NEMO=...): the live tier on a
 user's own checkpoint instead (parity/live.py; needs the NeMo oracle environment).
@@ -21,6 +22,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--layout", default="auto", choices=["auto", "channels_last", "nemo"],
+                        help="conv layout (AudioCodecModel.set_conv_layout); reports of other layouts get a suffix")
     parser.add_argument("--nemo", help="live parity on this .nemo with NeMo side by side (parity/live.py)")
     args = parser.parse_args(argv)
     if args.nemo:
@@ -28,7 +31,7 @@ def main(argv=None) -> int:
 
         return live.main(["--nemo", args.nemo] + (["--threads", str(args.threads)] if args.threads else [])
                          + (["--report", str(args.report)] if args.report else []))
-    options = run.RunOptions(device=args.device, dtype=args.dtype, threads=args.threads)
+    options = run.RunOptions(device=args.device, dtype=args.dtype, threads=args.threads, layout=args.layout)
     cases = [c for c in fixtures.model_cases() if not args.model or c.name in args.model]
     records = []
     for case in tqdm(cases, desc="parity", unit="model"):
@@ -42,11 +45,14 @@ def main(argv=None) -> int:
           f"{total.explained} explained, {total.unexplained} unexplained -> {'PASS' if ok else 'FAIL'}")
     if args.report:
         device = args.device if args.device == "cpu" else args.device.replace(":", "")
+        if args.layout != "auto":
+            device += f"-{args.layout}-layout"
         md, js = report.write(report.build(records, options, device), args.report)
         print(f"wrote {md} and {js}")
         from .variants_table import refresh_after_report
 
-        refresh_after_report(js)
+        if args.layout == "auto":
+            refresh_after_report(js)
     return 0 if ok else 1
 
 

@@ -34,6 +34,7 @@ class RunOptions:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 0  # 0: torch's default
+    layout: str = "auto"  # AudioCodecModel.set_conv_layout: "auto" (the fast default) or "nemo" (bitwise)
 
     def describe(self) -> dict:
         return {**asdict(self), "threads_used": torch.get_num_threads()}
@@ -89,7 +90,8 @@ def _t(x) -> torch.Tensor:
 def load_nemo(nemo: Path, out: Path, options: RunOptions) -> AudioCodecModel:
     """Convert a `.nemo` with our converter into `out` and load it."""
     convert(str(nemo), str(out), overwrite=True)
-    return AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+    model = AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+    return model.set_conv_layout(options.layout)
 
 
 def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions) -> AudioCodecModel:
@@ -117,7 +119,8 @@ def load_reexport(folder: Path, nemo: Path, out: Path, options: RunOptions) -> A
     finally:
         del presets.PRESETS[name]
     assert report.source_kind == "NeMo-named safetensors", report.source_kind
-    return AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+    model = AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
+    return model.set_conv_layout(options.layout)
 
 
 def _audio_cmp(ours: torch.Tensor, ref: np.ndarray) -> tuple[float, float]:

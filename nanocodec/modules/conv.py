@@ -78,6 +78,15 @@ def cat_time(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors, -1)
 
 
+def own_time(x: torch.Tensor) -> torch.Tensor:
+    """A compact copy of a (small) slice in the same layout. Streaming state kept as a view
+    would pin the whole chunk it was cut from: one chunk per conv alive between calls."""
+    # clone, not contiguous(): a batch-1 slice counts as contiguous and would stay a view
+    if is_channels_last(x):
+        return x.transpose(1, 2).clone(memory_format=torch.contiguous_format).transpose(1, 2)
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 def conv1d(x, weight, bias, *, stride=1, dilation=1, padding=0, channels_last=False) -> torch.Tensor:
     """`F.conv1d`, or the same conv as a channels-last 2-D conv (output `[B,C,T]` strided `[B,T,C]`)."""
     if not channels_last:
@@ -262,7 +271,7 @@ class CausalConv1d(nn.Module):
             if past is None:
                 past = x.new_zeros(x.shape[0], x.shape[1], self.context)
             x = torch.cat([past, x], dim=-1)
-            state[self] = x[..., -self.context :]
+            state[self] = own_time(x[..., -self.context :])
         y = conv1d(x, self.weight, self.bias, dilation=self.dilation, channels_last=cl)
         return y.contiguous() if cl else y
 
@@ -296,6 +305,6 @@ class CausalConvTranspose1d(nn.Module):
         previous = state.get(self)
         if previous is None:
             previous = x.new_zeros(x.shape[0], x.shape[1], 1)
-        state[self] = x[..., -1:]
+        state[self] = own_time(x[..., -1:])
         y = F.conv_transpose1d(torch.cat([previous, x], dim=-1), self.weight, self.bias, stride=r, groups=self.groups)
         return y[..., r : r + n * r]
