@@ -69,6 +69,9 @@ class HiFiGANDecoder(nn.Module):
         self.post_activation = make_activation(cfg.activation, channels)
         self.post_conv = Conv1d(channels, 1, cfg.out_kernel_size, pad_mode=pad)
         self.out_activation = OutputActivation(cfg.output_activation)
+        for module in self.modules():  # NCW under layout "auto": (Half)Snake sits between the convs
+            if isinstance(module, Conv1d):
+                module.auto_channels_last = False
 
     # ---- reflect padding needs long enough inputs ---------------------------------------
     def stage_paddings(self) -> list[tuple[int, int]]:

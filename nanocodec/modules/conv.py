@@ -168,10 +168,13 @@ class Conv1d(nn.Module):
         self.padding = padding or (kernel_size * dilation - dilation) // 2
         self.pad_mode = pad_mode
         self.layout = "auto"  # see the module docstring; AudioCodecModel.set_conv_layout sets it
+        # "auto" picks channels-last on CPU where the neighbours are layout-agnostic (the encoders'
+        # leaky ReLUs); a model with (Half)Snake around these convs turns it off
+        self.auto_channels_last = True
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None) -> torch.Tensor:
-        cl = channels_last_for(self.layout, x)
+        cl = channels_last_for(self.layout, x, self.auto_channels_last)
         y = None
         if cl and (ragged is None or ragged.mode != "edge"):
             y = self._edge_patched(x)
