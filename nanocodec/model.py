@@ -140,8 +140,7 @@ class AudioCodecModel(nn.Module):
             self._check_reflect(padded_len)
         if chunk_seconds == "auto":
             long = total > AUTO_ENCODE_MIN_SECONDS * self.sample_rate
-            fast = self.device.type == "cpu" and self.conv_layout != "nemo"
-            chunk_seconds = AUTO_ENCODE_CHUNK_SECONDS if long and fast else None
+            chunk_seconds = AUTO_ENCODE_CHUNK_SECONDS if long and self._auto_chunks() else None
         chunk = self._chunk(chunk_seconds) * spf
         if ragged is None and chunk and total > chunk:
             latents = encode_in_chunks(self.encoder, x.unsqueeze(1), chunk)
@@ -157,6 +156,11 @@ class AudioCodecModel(nn.Module):
         latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat,
                                               chunk_seconds=chunk_seconds)
         return EncodeOutput(self.quantizer.encode(latents, frames), frames)
+
+    def _auto_chunks(self) -> bool:
+        """Whether chunk_seconds="auto" chunks at all: on CPU (where it was measured to pay), and
+        not in layout "nemo" (NeMo's computation, whole inputs)."""
+        return self.device.type == "cpu" and self.conv_layout != "nemo"
 
     def _chunk(self, seconds: float | None) -> int:
         """Whole frames per chunk for `chunk_seconds` (0: no chunking; "auto" here: whole)."""
@@ -190,9 +194,8 @@ class AudioCodecModel(nn.Module):
         latents = self.quantizer.decode(tokens, tokens_len).to(self.dtype)
         audio_len = tokens_len * self.samples_per_frame
         if chunk_seconds == "auto":
-            causal = getattr(self.config.decoder, "causal", True)
-            fast = self.device.type == "cpu" and self.conv_layout != "nemo" and causal
-            chunk_seconds = AUTO_DECODE_CHUNK_SECONDS if fast else None
+            causal = self.config.decoder.causal
+            chunk_seconds = AUTO_DECODE_CHUNK_SECONDS if causal and self._auto_chunks() else None
         chunk = self._chunk(chunk_seconds)
         if chunk and latents.shape[-1] > chunk:
             # clamp/tanh map 0 to 0, so masking after the output activation is what NeMo gives

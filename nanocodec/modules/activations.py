@@ -53,7 +53,7 @@ class HalfSnake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NeMo: cat([snake(x[:, :n]), leaky_relu(x[:, n:])], dim=1); here both halves are written
-        # straight into one output that keeps x's memory layout (no cat, no copies)
+        # straight into one NCW output (no cat, no temporaries)
         n = self.snake_channels
         if _needs_grad(x, self.alpha):  # autograd (training, gradient checks): NeMo's form as is
             return torch.cat([_snake_reference(x[:, :n], self.alpha), nn.functional.leaky_relu(x[:, n:], LRELU_SLOPE)], 1)

@@ -186,7 +186,6 @@ class Conv1d(nn.Module):
             y = out_ragged.mask(y)
         return y
 
-
     def _edge_patched(self, x: torch.Tensor) -> torch.Tensor | None:
         """The padded conv without a padded copy of the whole input (channels-last path).
 
@@ -293,14 +292,11 @@ class CausalConvTranspose1d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.stride = stride
         self.groups = groups
-        self.layout = "auto"
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         # NCW in any layout: oneDNN's channels-last grouped transposed conv is ~5x slower here
-        return self._transposed(x.contiguous(), state)
-
-    def _transposed(self, x: torch.Tensor, state: dict | None) -> torch.Tensor:
+        x = x.contiguous()
         r, n = self.stride, x.shape[-1]
         if state is None:
             y = F.conv_transpose1d(x, self.weight, self.bias, stride=r, groups=self.groups)
