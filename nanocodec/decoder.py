@@ -6,7 +6,7 @@ from torch import nn
 
 from .config import DecoderConfig
 from .modules.activations import OutputActivation, make_activation
-from .modules.conv import CausalConv1d, CausalConvTranspose1d
+from .modules.conv import CausalConv1d, CausalConvTranspose1d, channels_last_for, to_channels_last
 from .modules.masking import mask_past_lengths
 from .modules.resblocks import ResLayer
 
@@ -39,9 +39,13 @@ class CausalHiFiGANDecoder(nn.Module):
         `state` (streaming): every causal conv keeps its past in it, so consecutive calls on
         consecutive chunks give exactly the offline output of the whole sequence.
         """
+        cl = channels_last_for(self.pre_conv.layout, latents, self.pre_conv.auto_channels_last)
         x = self.pre_conv(latents, state)
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
-            x = res_layer(up(act(x), state), state)
+            # the transposed conv runs NCW, and the activation before it is cheaper on NCW rows
+            # than on channels-last tiles: one conversion before, one after (for the res layer)
+            x = up(act(x.contiguous()), state)
+            x = res_layer(to_channels_last(x) if cl else x, state)
         x = self.post_conv(self.post_activation(x), state)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)

@@ -19,7 +19,7 @@ from torch import nn
 from .config import DecoderConfig
 from .errors import InvalidInputError, NotSupportedError
 from .modules.activations import OutputActivation, make_activation
-from .modules.conv import Conv1d, Ragged
+from .modules.conv import Conv1d, Ragged, channels_last_for, to_channels_last
 from .modules.masking import mask_past_lengths
 from .modules.resblocks import ResLayer
 
@@ -69,9 +69,6 @@ class HiFiGANDecoder(nn.Module):
         self.post_activation = make_activation(cfg.activation, channels)
         self.post_conv = Conv1d(channels, 1, cfg.out_kernel_size, pad_mode=pad)
         self.out_activation = OutputActivation(cfg.output_activation)
-        for module in self.modules():  # NCW under layout "auto": (Half)Snake sits between the convs
-            if isinstance(module, Conv1d):
-                module.auto_channels_last = False
 
     # ---- reflect padding needs long enough inputs ---------------------------------------
     def stage_paddings(self) -> list[tuple[int, int]]:
@@ -124,16 +121,18 @@ class HiFiGANDecoder(nn.Module):
                 ragged = Ragged(frames, ragged_mode)
         else:
             self._check_length(n)
+        cl = channels_last_for(self.pre_conv.layout, latents)
         x = self.pre_conv(latents, ragged)
         for act, up, res_layer, rate in zip(self.activations, self.up_convs, self.res_layers, self.cfg.up_sample_rates):
-            x = act(x)
+            # as in the causal decoder: the transposed conv and the activation before it run NCW
+            x = act(x.contiguous())
             if ragged is not None:
                 x = ragged.mask(x)  # the item alone has nothing past its end
                 ragged = Ragged(ragged.lengths * rate, ragged.mode)
             x = up(x)
             if ragged is not None and ragged.mode == "mask":
                 x = ragged.mask(x)
-            x = res_layer(x, ragged)
+            x = res_layer(to_channels_last(x) if cl else x, ragged)
         x = self.post_conv(self.post_activation(x), ragged)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)

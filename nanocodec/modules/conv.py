@@ -14,8 +14,10 @@ Layout: on CPU the encoder's convs run as 2-D convs on `[B,C,1,T]` laid out chan
 (`[B,T,C]` in memory), where oneDNN's kernels are 1.2-5x faster than its NCW ones for these
 shapes (small channel counts at high sample rates gain most), and the encoder's leaky ReLUs and
 sums simply keep that layout; the edge padding is patched in rather than copied (`_edge_patched`).
-The decoder stays NCW under "auto": its per-channel (Half)Snake is 2-5x slower on channels-last
-memory and converting around each conv costs what its faster kernels save (measured).
+The causal decoder's convs run channels-last too, with its (Half)Snake computed on that memory
+in tiles (`activations.snake_rows`); only its grouped transposed convs stay NCW (oneDNN's
+channels-last kernel for them is ~5x slower), converted once on each side. The non-causal HiFi-GAN
+decoders (LFSC, audio codecs) do the same.
 `layout="nemo"` runs NeMo's own NCW `conv1d` calls everywhere, bitwise NeMo; the layouts differ
 by float32 summation order only (~1e-7 relative; contracts §5).
 """
@@ -87,8 +89,20 @@ def own_time(x: torch.Tensor) -> torch.Tensor:
     return x.clone(memory_format=torch.contiguous_format)
 
 
+def _low_precision_unsafe(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """oneDNN (torch 2.13 CPU, AMX) returns wrong 16-bit convs for some small input-channel
+    counts, in both layouts: e.g. 8 in-channels x kernel 12, or 4 x 16, relative error ~1 (found
+    by benchmarks/cuda_device.py's CPU dry run on the reduced-width fixture; every in-channel
+    count >= 16 measured right). Such convs, small by nature, run in float32."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and weight.shape[1] < 16
+
+
 def conv1d(x, weight, bias, *, stride=1, dilation=1, padding=0, channels_last=False) -> torch.Tensor:
     """`F.conv1d`, or the same conv as a channels-last 2-D conv (output `[B,C,T]` strided `[B,T,C]`)."""
+    if _low_precision_unsafe(x, weight):
+        y = F.conv1d(x.float(), weight.float(), None if bias is None else bias.float(), stride=stride,
+                     padding=padding, dilation=dilation).to(x.dtype)
+        return to_channels_last(y) if channels_last else y
     if not channels_last:
         return F.conv1d(x, _ncw_weight(weight), bias, stride=stride, padding=padding, dilation=dilation)
     y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=_CL), _cl_weight(weight), bias,
@@ -168,8 +182,8 @@ class Conv1d(nn.Module):
         self.padding = padding or (kernel_size * dilation - dilation) // 2
         self.pad_mode = pad_mode
         self.layout = "auto"  # see the module docstring; AudioCodecModel.set_conv_layout sets it
-        # "auto" picks channels-last on CPU where the neighbours are layout-agnostic (the encoders'
-        # leaky ReLUs); a model with (Half)Snake around these convs turns it off
+        # "auto" picks channels-last on CPU. An encoder with (Half)Snake turns it off: its lengths
+        # (any sample count), unlike a decoder's, need not split into tiles (activations.snake_rows)
         self.auto_channels_last = True
         nn.init.normal_(self.weight, std=0.02)
 
@@ -228,16 +242,26 @@ class Conv1d(nn.Module):
         return y
 
     def _small_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv (no padding) of a short input as one matrix product of its unfolded windows:
-        a conv call would have oneDNN reorder the whole weight again (as much work as the main
-        conv on 1 s of audio for the widest layers), and torch's fallback is slower still."""
-        b, c, n = x.shape
-        k, s, d = self.weight.shape[-1], self.stride, self.dilation
-        outputs = (n - (k - 1) * d - 1) // s + 1
-        rows = x.transpose(1, 2).contiguous()  # [B, T, C]
-        windows = rows.as_strided((b, outputs, k, c), (n * c, s * c, d * c, 1)).reshape(b, outputs, k * c)
-        weight = _cl_weight(self.weight).permute(0, 2, 3, 1).reshape(self.weight.shape[0], k * c)  # a view
-        return torch.addmm(self.bias, windows.reshape(b * outputs, k * c), weight.t()).view(b, outputs, -1).transpose(1, 2)
+        return unfolded_conv(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
+
+
+def unfolded_conv(x: torch.Tensor, weight: nn.Parameter, bias, *, stride: int = 1, dilation: int = 1) -> torch.Tensor:
+    """The conv (no padding) of a short input as one matrix product of its unfolded windows:
+    a conv call would have oneDNN reorder the whole weight again (as much work as the main
+    conv on 1 s of audio for the widest layers), and torch's fallback is slower still."""
+    b, c, n = x.shape
+    k, s, d = weight.shape[-1], stride, dilation
+    outputs = (n - (k - 1) * d - 1) // s + 1
+    rows = x.transpose(1, 2).contiguous()  # [B, T, C]
+    windows = rows.as_strided((b, outputs, k, c), (n * c, s * c, d * c, 1)).reshape(b, outputs, k * c)
+    w = _cl_weight(weight).permute(0, 2, 3, 1).reshape(weight.shape[0], k * c)  # a view
+    return torch.addmm(bias, windows.reshape(b * outputs, k * c), w.t()).view(b, outputs, -1).transpose(1, 2)
+
+
+# A chunk at least this many times the conv's context is patched rather than copied behind its
+# past: the patch's matrix product costs about what copying the chunk costs at ~1/64 (measured
+# for the decoder's shapes).
+_PATCH_MIN_RATIO = 64
 
 
 class CausalConv1d(nn.Module):
@@ -254,28 +278,41 @@ class CausalConv1d(nn.Module):
         self.dilation = dilation
         self.context = (kernel_size - 1) * dilation  # past samples each output needs
         self.layout = "auto"
+        # "auto": channels-last on CPU (the (Half)Snake between these convs keeps that layout
+        # at full vector width; see activations.snake_rows)
+        self.auto_channels_last = True
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
-        # "auto" keeps the decoder NCW: its (Half)Snake runs 2-5x slower on channels-last slices,
-        # and converting around every conv costs what the faster kernels save (measured)
-        cl = channels_last_for(self.layout, x, auto=False)
+        cl = channels_last_for(self.layout, x, self.auto_channels_last)
         if state is None:
             if cl:
                 # the conv's own zero padding on both sides, the right-hand outputs dropped:
                 # no padded copy of the input, and `context` extra outputs computed (<= 50 samples)
                 n = x.shape[-1]
                 y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=self.context, channels_last=True)
-                return y[..., :n].contiguous()  # NCW for the (Half)Snake that follows
+                return y[..., :n]  # a view; channels-last rows, each item's contiguous
             x = F.pad(x, (self.context, 0))
         elif self.context:
             past = state.get(self)
             if past is None:
                 past = x.new_zeros(x.shape[0], x.shape[1], self.context)
-            x = torch.cat([past, x], dim=-1)
+                if cl:
+                    past = to_channels_last(past)
+            if cl and x.shape[-1] >= _PATCH_MIN_RATIO * self.context:
+                return self._patched_chunk(x, past, state)
+            x = cat_time([past, x])
             state[self] = own_time(x[..., -self.context :])
-        y = conv1d(x, self.weight, self.bias, dilation=self.dilation, channels_last=cl)
-        return y.contiguous() if cl else y
+        return conv1d(x, self.weight, self.bias, dilation=self.dilation, channels_last=cl)
+
+    def _patched_chunk(self, x: torch.Tensor, past: torch.Tensor, state: dict) -> torch.Tensor:
+        """A long chunk without copying it behind its past: the conv with zero padding, then the
+        first `context` outputs (the ones that read the past) recomputed from past + chunk head."""
+        c, n = self.context, x.shape[-1]
+        state[self] = own_time(x[..., -c:])
+        y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=c, channels_last=True)[..., :n]
+        y[..., :c] = unfolded_conv(cat_time([past, x[..., :c]]), self.weight, self.bias, dilation=self.dilation)
+        return y
 
 
 class CausalConvTranspose1d(nn.Module):
