@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 
 .DEFAULT_GOAL := all
-.PHONY: all install test parity convert bench-streaming bench-ray clean bench
+.PHONY: all install test parity convert bench-streaming bench-ray clean bench device-prep
 
 all: install parity
 
@@ -49,6 +49,11 @@ bench-streaming: install
 BENCH_RAY_ARGS ?=
 bench-ray: install
 	$(PY) benchmarks/ray_throughput.py --out reports $(BENCH_RAY_ARGS)
+
+# Before a GPU lease (benchmarks/DEVICE.md): NeMo's wheel into .devicecarry/ (git-ignored, carried),
+# the size check, and the prepared CUDA script's CPU dry run.
+device-prep: install
+	benchmarks/device_prep.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

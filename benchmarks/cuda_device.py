@@ -194,12 +194,13 @@ class Impl:
     """One side in one precision: encode(audio [B,T] f32, lens) -> (tokens, lens), decode -> audio."""
     label: str
     side: str  # ours | nemo
-    precision: str  # fp32 | tf32 | bf16 | fp16 | bf16-autocast | bf16-cast
+    precision: str  # fp32 | tf32 | bf16 | fp16 | fp32-chunk1s | bf16-autocast | bf16-cast
     model: object
     weights_bytes: int
     autocast: torch.dtype | None = None
     tf32: bool = False
     input_dtype: torch.dtype = torch.float32
+    chunk_seconds: float | str | None = "auto"  # ours: encode/decode in chunks of this many seconds
 
     def _ctx(self, device):
         stack = contextlib.ExitStack()
@@ -212,13 +213,13 @@ class Impl:
     def encode(self, audio, lens):
         with self._ctx(audio.device):
             if self.side == "ours":
-                return self.model.encode(audio, lens)
+                return self.model.encode(audio, lens, chunk_seconds=self.chunk_seconds)
             return self.model.encode(audio=audio.to(self.input_dtype), audio_len=lens)
 
     def decode(self, tokens, tokens_len):
         with self._ctx(tokens.device):
             if self.side == "ours":
-                return self.model.decode(tokens, tokens_len)[0]
+                return self.model.decode(tokens, tokens_len, chunk_seconds=self.chunk_seconds)[0]
             return self.model.decode(tokens=tokens, tokens_len=tokens_len)[0]
 
     def latents(self, audio, lens, nemo_batch_compat=False):
@@ -235,9 +236,11 @@ def weights_bytes(model) -> int:
 def make_impl(models, side: str, precision: str, device) -> Impl:
     f32, bf16, f16 = torch.float32, torch.bfloat16, torch.float16
     if side == "ours":
-        dtype = {"fp32": f32, "tf32": f32, "bf16": bf16, "fp16": f16}[precision]
+        # "fp32-chunk1s": exact chunked processing (1 s chunks), the lever for peak memory at batch 16
+        dtype = {"fp32": f32, "tf32": f32, "bf16": bf16, "fp16": f16, "fp32-chunk1s": f32}[precision]
         m = models.ours(device, dtype)
-        return Impl(f"ours {precision}", "ours", precision, m, weights_bytes(m), tf32=precision == "tf32")
+        return Impl(f"ours {precision}", "ours", precision, m, weights_bytes(m), tf32=precision == "tf32",
+                    chunk_seconds=1.0 if precision == "fp32-chunk1s" else "auto")
     dtype = bf16 if precision == "bf16-cast" else f32
     m = models.nemo(device, dtype)
     return Impl(f"NeMo {precision}", "nemo", precision, m, weights_bytes(m), tf32=precision == "tf32",
@@ -509,7 +512,7 @@ def case_line(c: dict) -> str:
     return f"{c['case']}: " + "; ".join(parts)
 
 
-GRID_IMPLS = [("ours", "fp32"), ("nemo", "fp32"), ("ours", "bf16"), ("nemo", "bf16-autocast")]
+GRID_IMPLS = [("ours", "fp32"), ("nemo", "fp32"), ("ours", "bf16"), ("nemo", "bf16-autocast"), ("ours", "fp32-chunk1s")]
 SWEEP_IMPLS = [("ours", "bf16"), ("nemo", "bf16-autocast"), ("ours", "fp32"), ("nemo", "fp32"), ("ours", "fp16"),
                ("nemo", "bf16-cast"), ("ours", "tf32"), ("nemo", "tf32")]
 
@@ -753,9 +756,12 @@ def step_targets(profile, res: dict) -> None:
     mem = peak_incl_weights(res, key16, "ours fp32")
     if mem is not None:
         nm = peak_incl_weights(res, key16, "NeMo fp32")
+        chunked = peak_incl_weights(res, key16, "ours fp32-chunk1s")
+        met = mem <= TARGETS["peak_16x5s_gb"] * 1e9
         t.append({"target": f"peak memory at batch 16 x 5 s <= {TARGETS['peak_16x5s_gb']:g} GB ({key16}, fp32, incl. weights)",
-                  "figure": f"{mem / 1e9:.2f} GB" + (f" (NeMo {nm / 1e9:.2f} GB)" if nm else ""),
-                  "met": mem <= TARGETS["peak_16x5s_gb"] * 1e9})
+                  "figure": f"{mem / 1e9:.2f} GB" + (f", in 1 s chunks {chunked / 1e9:.2f} GB" if chunked else "")
+                            + (f" (NeMo {nm / 1e9:.2f} GB)" if nm else ""),
+                  "met": True if met else ("in 1 s chunks only" if chunked and chunked <= TARGETS["peak_16x5s_gb"] * 1e9 else False)})
     res["targets"] = t
 
 

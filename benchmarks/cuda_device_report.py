@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 # the NeMo figure each of our precisions is compared with in the same run
-COUNTERPART = {"fp32": "NeMo fp32", "tf32": "NeMo tf32", "bf16": "NeMo bf16-autocast", "fp16": "NeMo bf16-autocast"}
+COUNTERPART = {"fp32": "NeMo fp32", "tf32": "NeMo tf32", "bf16": "NeMo bf16-autocast", "fp16": "NeMo bf16-autocast",
+               "fp32-chunk1s": "NeMo fp32"}
 
 
 def _f(x, fmt=".2f", none="–") -> str:
