@@ -17,6 +17,10 @@ class CausalHiFiGANDecoder(nn.Module):
         self.cfg = cfg
         channels = cfg.base_channels
         self.pre_conv = CausalConv1d(cfg.input_dim, channels, cfg.in_kernel_size)
+        # NCW, as NeMo sums it: the first layer's rounding is amplified by all the others (measured:
+        # channels-last here alone took the fixtures' audio error from <= 1.5e-6 to 5.5e-6), and
+        # at the frame rate it costs nothing either way
+        self.pre_conv.auto_channels_last = False
         self.activations = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         self.res_layers = nn.ModuleList()
@@ -39,13 +43,15 @@ class CausalHiFiGANDecoder(nn.Module):
         `state` (streaming): every causal conv keeps its past in it, so consecutive calls on
         consecutive chunks give exactly the offline output of the whole sequence.
         """
-        cl = channels_last_for(self.pre_conv.layout, latents, self.pre_conv.auto_channels_last)
         x = self.pre_conv(latents, state)
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
             # the transposed conv runs NCW, and the activation before it is cheaper on NCW rows
             # than on channels-last tiles: one conversion before, one after (for the res layer)
             x = up(act(x.contiguous()), state)
-            x = res_layer(to_channels_last(x) if cl else x, state)
+            conv = res_layer.blocks[0].units[0].input_conv
+            if channels_last_for(conv.layout, x, conv.auto_channels_last):
+                x = to_channels_last(x)
+            x = res_layer(x, state)
         x = self.post_conv(self.post_activation(x), state)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)

@@ -53,6 +53,7 @@ class HiFiGANDecoder(nn.Module):
         pad = cfg.pad_mode
         channels = cfg.base_channels
         self.pre_conv = Conv1d(cfg.input_dim, channels, cfg.in_kernel_size, pad_mode=pad)
+        self.pre_conv.auto_channels_last = False  # NCW, as NeMo sums it: see CausalHiFiGANDecoder
         self.activations = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         self.res_layers = nn.ModuleList()
@@ -121,7 +122,8 @@ class HiFiGANDecoder(nn.Module):
                 ragged = Ragged(frames, ragged_mode)
         else:
             self._check_length(n)
-        cl = channels_last_for(self.pre_conv.layout, latents)
+        conv = self.res_layers[0].blocks[0].units[0].input_conv
+        cl = channels_last_for(conv.layout, latents, conv.auto_channels_last)
         x = self.pre_conv(latents, ragged)
         for act, up, res_layer, rate in zip(self.activations, self.up_convs, self.res_layers, self.cfg.up_sample_rates):
             # as in the causal decoder: the transposed conv and the activation before it run NCW
