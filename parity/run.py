@@ -24,8 +24,11 @@ from . import compare, fixtures
 from .compare import TokenReport
 
 
-# PESQ of ours and of NeMo's reconstruction against the input must agree (audio within 1e-5 of each
-# other scores the same to PESQ's printed precision; this only guards the perceptual figure itself).
+# PESQ of ours and of NeMo's reconstruction against the input, and whether they agree within this:
+# reported, not gated (contracts §5). PESQ is not continuous in its input: on a live round's speech
+# clip decoded by a random-weight model (seed 616037527, nano0p6_replicate speech_55310), NeMo's own
+# output plus Gaussian noise of 1e-7 scored 1.98 instead of 1.29 against the input, so two decodes
+# within 6e-7 of each other (SNR 127 dB) can disagree by 0.7. The gated audio bounds carry equality.
 PESQ_AGREE_TOL = 1e-2
 
 
@@ -73,7 +76,6 @@ class Record:
             and self.latent_rel_error <= compare.LATENT_REL_TOL
             and audio_ok
             and self.forward_consistent is not False
-            and self.pesq_agrees
         )
 
     def to_dict(self) -> dict:
