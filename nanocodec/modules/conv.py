@@ -259,8 +259,9 @@ def unfolded_conv(x: torch.Tensor, weight: nn.Parameter, bias, *, stride: int = 
 
 
 # A chunk at least this many times the conv's context is patched rather than copied behind its
-# past: the patch's matrix product costs about what copying the chunk costs at ~1/64 (measured
-# for the decoder's shapes).
+# past. Estimated from the decoder's shapes: the patch's product (context x k*C x C) stays well
+# under the chunk copy (n x C) above this; measured overall, a 10 s decode's torch.cat time went
+# from 256 to 20 ms for 37 ms of patch products.
 _PATCH_MIN_RATIO = 64
 
 
