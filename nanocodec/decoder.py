@@ -6,7 +6,7 @@ from torch import nn
 
 from .config import DecoderConfig
 from .modules.activations import OutputActivation, make_activation
-from .modules.conv import CausalConv1d, CausalConvTranspose1d, channels_last_for, to_channels_last
+from .modules.conv import CausalConv1d, CausalConvTranspose1d
 from .modules.masking import mask_past_lengths
 from .modules.resblocks import ResLayer
 
@@ -46,12 +46,8 @@ class CausalHiFiGANDecoder(nn.Module):
         x = self.pre_conv(latents, state)
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
             # the transposed conv runs NCW, and the activation before it is cheaper on NCW rows
-            # than on channels-last tiles: one conversion before, one after (for the res layer)
-            x = up(act(x.contiguous()), state)
-            conv = res_layer.blocks[0].units[0].input_conv
-            if channels_last_for(conv.layout, x, conv.auto_channels_last):
-                x = to_channels_last(x)
-            x = res_layer(x, state)
+            # than on channels-last tiles (the res layer lays its input out as its convs take it)
+            x = res_layer(up(act(x.contiguous()), state), state)
         x = self.post_conv(self.post_activation(x), state)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)

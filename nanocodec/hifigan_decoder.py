@@ -19,7 +19,7 @@ from torch import nn
 from .config import DecoderConfig
 from .errors import InvalidInputError, NotSupportedError
 from .modules.activations import OutputActivation, make_activation
-from .modules.conv import Conv1d, Ragged, channels_last_for, to_channels_last
+from .modules.conv import Conv1d, Ragged
 from .modules.masking import mask_past_lengths
 from .modules.resblocks import ResLayer
 
@@ -122,8 +122,6 @@ class HiFiGANDecoder(nn.Module):
                 ragged = Ragged(frames, ragged_mode)
         else:
             self._check_length(n)
-        conv = self.res_layers[0].blocks[0].units[0].input_conv
-        cl = channels_last_for(conv.layout, latents, conv.auto_channels_last)
         x = self.pre_conv(latents, ragged)
         for act, up, res_layer, rate in zip(self.activations, self.up_convs, self.res_layers, self.cfg.up_sample_rates):
             # as in the causal decoder: the transposed conv and the activation before it run NCW
@@ -134,7 +132,7 @@ class HiFiGANDecoder(nn.Module):
             x = up(x)
             if ragged is not None and ragged.mode == "mask":
                 x = ragged.mask(x)
-            x = res_layer(to_channels_last(x) if cl else x, ragged)
+            x = res_layer(x, ragged)
         x = self.post_conv(self.post_activation(x), ragged)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)

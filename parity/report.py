@@ -5,8 +5,8 @@ JSON schema (format 1):
    "options": {device, dtype, threads, threads_used}, "ok": bool,
    "totals": {frames, tokens, matched, explained, unexplained, allowed_explained},
    "tolerances": {boundary, latent_rel, audio_max_abs, audio_min_snr_db},
-   (a row is ok when tokens, latents, audio and the forward pass are within bounds; PESQ in/ours vs
-    in/NeMo is reported with its agreement within parity.run.PESQ_AGREE_TOL, not gated: see there)
+   (a row is ok when tokens, latents, audio and the forward pass are within bounds; PESQ is reported,
+    not gated: see parity.run._speech_pesq)
    "fixtures": [{model, input, kind, ok,
                  tokens: {frames, tokens, matched, explained, unexplained, mismatches[...]},
                  latent_rel_error, audio_max_abs_error, audio_snr_db, forward_consistent,

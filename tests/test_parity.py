@@ -46,7 +46,7 @@ def test_pesq_of_ours_and_nemo_agree(base_model):
     (record,) = run.run_items(base_model, only(BASE, "speech_4s"))
     p = record.pesq
     # waveforms within ~1e-6 score the same on this committed clip (deterministic here; not on every
-    # clip: PESQ can jump by 0.7 for 1e-7 noise, see parity.run.PESQ_AGREE_TOL, so the suite reports it)
+    # clip: PESQ can jump by 0.7 for 1e-7 noise, see parity.run._speech_pesq, so the suite reports it)
     assert p["input_vs_ours"] == pytest.approx(p["input_vs_nemo"], abs=1e-3)
     assert p["ours_vs_nemo"] > 4.5  # 4.64 is PESQ-WB's ceiling for identical signals
 
