@@ -115,7 +115,7 @@ class _ConvStream(_Stream):
         lo = self.next_out * self.s - self.base
         hi = (stop - 1) * self.s + self.span - self.base
         piece = self.buf[..., lo:hi]
-        cl = channels_last_for(self.conv.layout, piece, self.conv.auto_channels_last)
+        cl = channels_last_for(self.conv, piece)
         if cl and piece.shape[-1] * piece.shape[1] < 20480:
             y = self.conv._small_conv(piece)  # a short piece: no full weight reorder (see there)
         else:

@@ -13,7 +13,7 @@ import torch
 
 from conftest import ROOT
 from nanocodec import AudioCodecModel, audio, cli, token_files
-from parity import fixtures
+from parity import compare, fixtures
 
 AUDIO = fixtures.FIXTURES / "audio"
 
@@ -81,9 +81,13 @@ def test_several_inputs_go_to_a_folder(capsys, model, base_folder, tmp_path):
                     "--batch-size", 2)
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == [f"{n}.safetensors" for n in names]
+    # batched by the CLI, each item against NeMo's recording of it alone (contracts §5 token rule:
+    # a batch of 2 may sum in another order than a single item on some CPUs)
+    case = next(c for c in fixtures.model_cases() if c.name == "nano0p6_replicate")
     for n in names:
-        solo, _ = model.encode(torch.from_numpy(fixtures.read_input(n)))
-        assert torch.equal(token_files.read(out / f"{n}.safetensors").tokens["tokens"], solo[0])
+        ref = fixtures.read_ref(case, n)
+        got = token_files.read(out / f"{n}.safetensors").tokens["tokens"]
+        assert compare.compare_tokens(got[None].numpy(), ref["tokens"], ref["prerounding"]).ok, n
     # a file with several items (a tokenize shard) decodes into a folder
     shard = token_files.read(out / "len_1765.safetensors")
     many = tmp_path / "many.safetensors"

@@ -1,7 +1,8 @@
 """The fast CPU compute paths (issue 7) against NeMo's own layout.
 
-`layout="nemo"` runs NeMo's NCW `conv1d` calls and is checked bitwise against NeMo's committed
-recordings; the channels-last paths (`"auto"` on CPU: encoder, causal decoder, (Half)Snake in
+`layout="nemo"` runs NeMo's NCW `conv1d` calls (bitwise NeMo on the same machine: the live tier
+checks that); here both layouts are held to contracts §5 against NeMo's committed recordings, which
+may come from another CPU, and the channels-last paths (`"auto"` on CPU: encoder, causal decoder, (Half)Snake in
 tiles) and the encoder's patched-in edge padding are checked against it. Tolerance: the two layouts sum the same float32 products in a different order,
 so outputs differ by a few float32 ulps of the partial sums: <= 1e-6 relative to the output's max
 over convs of up to 11 x 432 terms (observed <= 2e-7), far below contracts §5's 1e-4 on latents.
@@ -131,27 +132,40 @@ def model(base_folder):
 
 
 @pytest.mark.parametrize("name", ["speech_4s", "white_noise", "len_1765"])
-def test_nemo_layout_is_bitwise_nemo_and_auto_within_bounds(model, name, one_thread):
+def test_both_layouts_within_bounds_of_nemo_recordings(model, name, one_thread):
+    """Both layouts against NeMo's committed recordings, under contracts §5 only: the recordings
+    were made on another CPU, whose kernels sum in another order (the bitwise claim for layout
+    "nemo" is checked against NeMo run live on the same machine: tests/test_parity_live.py)."""
     case = next(c for c in fixtures.model_cases() if c.name == "nano0p6_replicate")
     ref = fixtures.read_ref(case, name)
     audio = torch.from_numpy(fixtures.read_input(name))
     try:
-        model.set_conv_layout("nemo")
-        latents = model.encode_latents(audio).latents.numpy()
-        decoded = model.decode(torch.from_numpy(ref["tokens"])).audio[:, 0].numpy()
-        assert (latents == ref["latents"]).all()
-        assert (decoded == ref["decoded"]).all()
-        model.set_conv_layout("auto")
-        latents = model.encode_latents(audio).latents.numpy()
-        tokens = model.encode(audio).tokens.numpy()
-        assert compare.latent_rel_error(latents, ref["latents"]) <= compare.LATENT_REL_TOL
-        assert compare.compare_tokens(tokens, ref["tokens"], ref["prerounding"]).ok
-        # the channels-last decoder, whole and in chunks: contracts §5 bounds against NeMo
-        for chunk in (None, 0.5):
-            decoded = model.decode(torch.from_numpy(ref["tokens"]), chunk_seconds=chunk).audio[:, 0].numpy()
-            assert compare.audio_ok(decoded, ref["decoded"])[0]
+        for layout in ("nemo", "auto"):
+            model.set_conv_layout(layout)
+            latents = model.encode_latents(audio).latents.numpy()
+            tokens = model.encode(audio).tokens.numpy()
+            assert compare.latent_rel_error(latents, ref["latents"]) <= compare.LATENT_REL_TOL, layout
+            assert compare.compare_tokens(tokens, ref["tokens"], ref["prerounding"]).ok, layout
+            # the decoder, whole and (under "auto") in chunks: contracts §5 bounds against NeMo
+            for chunk in (None, 0.5):
+                decoded = model.decode(torch.from_numpy(ref["tokens"]), chunk_seconds=chunk).audio[:, 0].numpy()
+                assert compare.audio_ok(decoded, ref["decoded"])[0], (layout, chunk)
     finally:
         model.set_conv_layout("auto")
+
+
+@pytest.mark.parametrize("name", ["speech_4s", "white_noise"])
+def test_auto_latents_stay_within_2e6_of_ncw(model, name, one_thread):
+    """The accuracy gate's promise (issue 16): whatever this CPU's channels-last kernels do, the
+    default path's latents stay within 2e-6 (relative to their max) of NeMo's NCW sums on the
+    same machine; an ungated channels-last path measured 0.97e-5 on an AMD EPYC."""
+    audio = torch.from_numpy(fixtures.read_input(name))
+    try:
+        ncw = model.set_conv_layout("nemo").encode_latents(audio).latents
+        auto = model.set_conv_layout("auto").encode_latents(audio).latents
+    finally:
+        model.set_conv_layout("auto")
+    assert _rel(auto, ncw) <= 2e-6
 
 
 def test_unknown_layout_is_refused(model):

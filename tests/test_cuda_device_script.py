@@ -121,8 +121,11 @@ def test_tiny_run_passes_parity_and_writes_reports(tiny_run):
     res = json.loads((out / "bench-cuda-cpu-tiny.json").read_text())
     assert not res["errors"], res["errors"]
     assert all("error" not in s for s in res["steps"].values()), res["steps"]
-    # the weights built from the seed are the committed fixture's, bit for bit
-    assert any("bitwise equal to tests/fixtures/models/nano0p6_replicate.nemo" in n for n in res["model"]["notes"])
+    # the weights built from the seed are the committed fixture's: bit for bit on the CPU that built
+    # it, within float32 rounding of the calibration's convs on another (device_setup.WEIGHTS_CPU_REL_TOL)
+    fixture = "tests/fixtures/models/nano0p6_replicate.nemo"
+    assert any(f"bitwise equal to {fixture}" in n or f"relative to {fixture}" in n for n in res["model"]["notes"]), \
+        res["model"]["notes"]
     gated = [r for r in res["parity"]["rows"] if r["gate"]]
     assert res["parity"]["pass"] and len(gated) == 4
     kinds = {r["kind"] for r in gated}

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import accuracy_gate
 from .masking import mask_past_lengths
 
 _TORCH_PAD_MODE = {"zeros": "constant", "replicate": "replicate", "reflect": "reflect"}
@@ -36,11 +37,14 @@ _CL = torch.channels_last
 LAYOUTS = ("auto", "channels_last", "nemo")
 
 
-def channels_last_for(layout: str, x: torch.Tensor, auto: bool = True) -> bool:
-    """"auto": channels-last on CPU where `auto` says it pays (measured), NeMo's NCW elsewhere."""
-    if layout == "auto":
-        return auto and x.device.type == "cpu"
-    return layout == "channels_last"
+def channels_last_for(conv: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `conv` runs channels-last on `x`. "auto": on CPU, where the conv says it pays
+    (`auto_channels_last`, measured) and this machine's channels-last kernels for its shape are as
+    accurate as NCW (`accuracy_gate`); NeMo's NCW elsewhere."""
+    if conv.layout == "auto":
+        return (conv.auto_channels_last and x.device.type == "cpu"
+                and accuracy_gate.channels_last_accurate(conv.weight, getattr(conv, "stride", 1), conv.dilation))
+    return conv.layout == "channels_last"
 
 
 def _cl_weight(param: nn.Parameter) -> torch.Tensor:
@@ -188,7 +192,7 @@ class Conv1d(nn.Module):
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None) -> torch.Tensor:
-        cl = channels_last_for(self.layout, x, self.auto_channels_last)
+        cl = channels_last_for(self, x)
         y = None
         if cl and (ragged is None or ragged.mode != "edge"):
             y = self._edge_patched(x)
@@ -285,7 +289,7 @@ class CausalConv1d(nn.Module):
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
-        cl = channels_last_for(self.layout, x, self.auto_channels_last)
+        cl = channels_last_for(self, x)
         if state is None:
             if cl:
                 # the conv's own zero padding on both sides, the right-hand outputs dropped:

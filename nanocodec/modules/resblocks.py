@@ -60,7 +60,7 @@ class ResLayer(nn.Module):
         # every block reads x: laid out once as their convs take it (channels-last on CPU under
         # "auto"), not converted again by each block's first conv
         conv = self.blocks[0].units[0].input_conv
-        if channels_last_for(conv.layout, x, conv.auto_channels_last):
+        if channels_last_for(conv, x):
             x = to_channels_last(x)
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
         out = self.blocks[0](x, ctx)
