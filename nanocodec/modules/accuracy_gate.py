@@ -93,3 +93,12 @@ def decisions() -> list[dict]:
         items = sorted(_measured.items())
     return [dict(zip(("in_channels", "out_channels", "kernel", "stride", "dilation", "threads"), key), **r._asdict())
             for key, r in items]
+
+
+def summary() -> dict:
+    """What the gate decided in this process, for a run's recorded settings: the rule, and how many
+    conv shapes run channels-last and NCW (per thread count), with the measured errors."""
+    shapes = decisions()
+    return {"rule": f"channels-last where its float32 error <= {ACCURACY_FACTOR} x NCW's, measured against float64",
+            "channels_last_shapes": sum(d["channels_last"] for d in shapes),
+            "ncw_shapes": sum(not d["channels_last"] for d in shapes), "shapes": shapes}
