@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the repository's `parity` package (machine facts), as pytest's rootdir gives it
+    sys.path.insert(1, str(REPO))
 CACHE = REPO / "cache" / "bench"
 NEMO_FILE = REPO / "cache" / "fixtures-full" / "nano0p6_full.nemo"
 WORKER = REPO / "benchmarks" / "worker.py"
@@ -425,7 +427,10 @@ def machine() -> dict:
     except OSError:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile") if f in flags]
-    return {"cpu": cpu, "logical_cpus": cores, "isa": isa, "mem_gib": mem, "kernel": platform.release()}
+    from parity.machine import cpu_vendor  # names the report (bench-cpu-<vendor>); chooses nothing
+
+    return {"cpu": cpu, "vendor": cpu_vendor(), "logical_cpus": cores, "isa": isa, "mem_gib": mem,
+            "kernel": platform.release()}
 
 
 class Bench:

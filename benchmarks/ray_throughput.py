@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="mean clip length")
     ap.add_argument("--shard-size", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1,
-                    help="default 1: on CPU, batch 1 is the fastest per item (reports/bench-cpu.md)")
+                    help="default 1: on CPU, batch 1 is the fastest per item (reports/bench-cpu-<cpu>.md)")
     ap.add_argument("--workers", default="1,2", help="Ray encoder counts to measure, comma-separated")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (median reported)")
     ap.add_argument("--out", default="reports")

@@ -1,6 +1,7 @@
-"""Reports of a benchmark run (benchmarks/harness.py): <out>/bench-cpu.md, bench-cpu.json and PNG plots.
+"""Reports of a benchmark run (benchmarks/harness.py): <out>/bench-cpu-<vendor>.md, .json and PNG plots
+(vendor: intel, amd or arm, parity.machine.cpu_vendor).
 
-    .venv/bin/python benchmarks/report.py reports/bench-cpu.json [--out DIR]
+    .venv/bin/python benchmarks/report.py reports/bench-cpu-amd.json [--out DIR]
 
 renders the markdown and the plots again from a run's JSON (no measuring).
 """
@@ -81,14 +82,21 @@ def speedup(rows, case_key, op, a, b):
 
 
 # ----------------------------------------------------------------------------------------------
+def report_stem(machine_info: dict) -> str:
+    """bench-cpu-<intel|amd|arm>, from the measured machine: one report per CPU vendor, since speed
+    (and which conv paths the accuracy gate lets run channels-last) differ between them."""
+    return f"bench-cpu-{machine_info.get('vendor', 'other')}"
+
+
 def write_reports(bench) -> list[Path]:
     out = Path(bench.cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     summ = summarize(bench)
     data = build_json(bench, summ)
-    paths = [out / "bench-cpu.json", out / "bench-cpu.md"]
+    stem = report_stem(data["machine"])
+    paths = [out / f"{stem}.json", out / f"{stem}.md"]
     paths[0].write_text(json.dumps(data, indent=1, default=str) + "\n")
-    plots = write_plots(bench, summ, out)
+    plots = write_plots(bench, summ, out, stem)
     paths[1].write_text(markdown(bench, summ, data, plots))
     return paths + plots
 
@@ -123,7 +131,7 @@ def _loadavg():
 
 
 # ----------------------------------------------------------------------------------------------
-def write_plots(bench, summ, out: Path) -> list[Path]:
+def write_plots(bench, summ, out: Path, stem: str) -> list[Path]:
     try:
         import matplotlib
 
@@ -152,7 +160,7 @@ def write_plots(bench, summ, out: Path) -> list[Path]:
         axes[-1].legend()
     fig.suptitle("CPU speed vs input length (medians)")
     fig.tight_layout()
-    paths.append(out / "bench-cpu-rtf.png")
+    paths.append(out / f"{stem}-rtf.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -174,7 +182,7 @@ def write_plots(bench, summ, out: Path) -> list[Path]:
         axes[0].legend()
     fig.suptitle("Peak memory vs batch (one process per implementation and case)")
     fig.tight_layout()
-    paths.append(out / "bench-cpu-memory.png")
+    paths.append(out / f"{stem}-memory.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -206,7 +214,7 @@ def write_plots(bench, summ, out: Path) -> list[Path]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
         fig.tight_layout()
-        paths.append(out / "bench-cpu-compare.png")
+        paths.append(out / f"{stem}-compare.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
@@ -224,7 +232,7 @@ def markdown(bench, summ, data, plots) -> str:
     title = "CPU benchmark" + (" (QUICK smoke run: not for quoting)" if cfg.quick else "")
     L.append(f"# {title}: nanocodec vs NeMo 3.0.0 vs nanocodec-torch 1.0.0\n")
     L.append(f"Generated {data['generated']} by `make bench{' QUICK=1' if cfg.quick else ''}` (benchmarks/test_bench.py, "
-             f"benchmarks/harness.py); raw samples in `{Path(cfg.out).name}/bench-cpu.json`.\n")
+             f"benchmarks/harness.py); raw samples in `{Path(cfg.out).name}/{report_stem(m)}.json`.\n")
     L.append(f"- **CPU**: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['mem_gib']} GiB RAM, ISA: {', '.join(m['isa'])}; "
              f"kernel {m['kernel']}.")
     L.append(f"- **Load average** (1/5/15 min; the machine is shared with other work): {fmt_la(la0)} at the start, "
@@ -241,6 +249,16 @@ def markdown(bench, summ, data, plots) -> str:
     notes = [n for label in labels for n in (bench.zygotes[label].info or {}).get("notes", [])]
     if notes:
         L.append("- **Our options**: " + "; ".join(notes) + ".")
+    for label in labels:
+        gate = (bench.zygotes[label].info or {}).get("accuracy_gate")
+        if gate:
+            by_threads: dict = {}
+            for d in gate["shapes"]:
+                by_threads.setdefault(d["threads"], [0, 0])[0 if d["channels_last"] else 1] += 1
+            counts = "; ".join(f"{t} thread{'s' if t > 1 else ''}: {cl} channels-last, {ncw} NCW"
+                               for t, (cl, ncw) in sorted(by_threads.items()))
+            L.append(f"- **Accuracy gate** ({name(label)}, nanocodec/modules/accuracy_gate.py: {gate['rule']}): "
+                     f"conv shapes {counts}.")
     total = data["wall_s"]["total"]
     L.append(f"- **Run**: {total / 60:.1f} min in all (model loading {data['wall_s']['setup']:.0f} s); time budget "
              f"{cfg.budget_s:.0f} s for the measurements, rounds per case planned from measured speeds "

@@ -3,7 +3,7 @@
 The measurement is benchmarks/harness.py's: per case, one forked worker per implementation, interleaved
 rounds, each call timed inside its worker. Each test hands one (case, op, implementation)'s samples to
 pytest-benchmark through the virtual clock (benchmarks/clock.py), so pytest-benchmark's table groups
-the three implementations of a case side by side. The session writes reports/bench-cpu.md/.json/.png
+the three implementations of a case side by side. The session writes reports/bench-cpu-<cpu>.md/.json/.png
 (QUICK: cache/bench/report-quick/) when it ends.
 """
 from __future__ import annotations

@@ -153,9 +153,19 @@ class Ours:
 
     def info(self) -> dict:
         import nanocodec
+        import torch
+        from nanocodec.modules import accuracy_gate
 
+        # the accuracy gate measures each conv shape once per thread count (a one-time cost at the
+        # first forward, ~1-2 s at full size): done here, before the children that time calls fork
+        threads = torch.get_num_threads()
+        for n in sorted({1, 2, os.cpu_count() or 1}):
+            torch.set_num_threads(n)
+            accuracy_gate.prepare(self.model)
+        torch.set_num_threads(threads)
         return {"package": f"nanocodec {nanocodec.__version__} (this checkout)", "dtype": str(self.model.dtype),
-                "params": self.model.num_parameters()["total"], "notes": self.notes}
+                "params": self.model.num_parameters()["total"], "notes": self.notes,
+                "accuracy_gate": accuracy_gate.summary()}
 
 
 class Nemo:

@@ -102,3 +102,12 @@ def summary() -> dict:
     return {"rule": f"channels-last where its float32 error <= {ACCURACY_FACTOR} x NCW's, measured against float64",
             "channels_last_shapes": sum(d["channels_last"] for d in shapes),
             "ncw_shapes": sum(not d["channels_last"] for d in shapes), "shapes": shapes}
+
+
+def prepare(model: torch.nn.Module) -> None:
+    """Measure every conv shape of `model` now, at the current thread count (what its first forward
+    under layout "auto" would do lazily): e.g. before timing it, or before forking workers."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if getattr(module, "auto_channels_last", False) and weight is not None and weight.dim() == 3:
+            channels_last_accurate(weight, getattr(module, "stride", 1), module.dilation)
