@@ -6,7 +6,9 @@
 #   make check-fixtures    re-run NeMo on the committed .nemo files, compare (contracts §5)
 #   make parity-live       tier 2: NeMo side by side on fresh seeded models of every variant and fresh
 #                          inputs, converted with our converter, compared (SEED=n reproduces a run,
-#                          PROFILE=quick a small one); writes reports/parity-live-cpu.md/.json
+#                          PROFILE=quick a small one), plus layout "nemo" bit for bit against the same
+#                          NeMo run; writes reports/parity-live-cpu-<vendor>.md/.json (intel, amd, arm:
+#                          parity/machine.py cpu_vendor)
 #   make parity NEMO=f     the live tier on your own .nemo (committed speech clips, PESQ of both)
 # ORACLE_PY may point at another NeMo environment (e.g. ORACLE_PY=/path/to/venv/bin/python).
 ORACLE_DIR := parity/oracle
