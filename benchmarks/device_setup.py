@@ -213,7 +213,7 @@ def fixture_check(model_name: str, state: dict, sha: str) -> str:
     """Whether the weights built here are those of `make fixtures` (bitwise)."""
     path = FIXTURE_NEMO.get(model_name)
     if path is not None and path.exists():
-        from convert.archive import read_nemo
+        from nanocodec.convert.archive import read_nemo
 
         ref = read_nemo(path).state_dict
         if not all(k in ref and ref[k].shape == v.shape for k, v in state.items()):
@@ -235,8 +235,8 @@ def fixture_check(model_name: str, state: dict, sha: str) -> str:
 def build_models(model_name: str, nemo_source, work: Path, log=print) -> Models:
     import nemo_from_wheel
     from nemo_from_wheel import NemoCodec
-    from convert.keymap import map_state_dict
-    from convert.nemo_config import config_from_yaml
+    from nanocodec.convert.keymap import map_state_dict
+    from nanocodec.convert.nemo_config import config_from_yaml
     from nanocodec import PRESETS, AudioCodecModel
 
     bf = import_build_fixtures()

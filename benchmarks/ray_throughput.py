@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # parity/ and convert/ are repository packages
 
 from nanocodec import AudioCodecModel, token_files  # noqa: E402
-from nanocodec import tokenize as tk  # noqa: E402
+from nanocodec.apps import corpus as tk  # noqa: E402
 from parity.machine import cpu_name  # noqa: E402
 
 FULL_NEMO = ROOT / "cache" / "fixtures-full" / "nano0p6_full.nemo"
@@ -52,7 +52,7 @@ def model_folder(arg: str | None) -> tuple[Path, str]:
     if FULL_NEMO.exists():
         out = WORK / "nano0p6_full"
         if not (out / "model.safetensors").exists():
-            from convert.converter import convert
+            from nanocodec.convert.converter import convert
 
             convert(str(FULL_NEMO), str(out), overwrite=True)
         return out, "the seeded full-size 0.6 kbps checkpoint (`cache/fixtures-full/nano0p6_full.nemo`, converted)"
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
     import ray
 
-    from nanocodec import ray_engine
+    from nanocodec.apps import ray_engine
 
     torch.set_num_threads(1)  # the local engine: one thread, like each Ray encoder
     WORK.mkdir(parents=True, exist_ok=True)

@@ -257,7 +257,7 @@ def markdown(bench, summ, data, plots) -> str:
                 by_threads.setdefault(d["threads"], [0, 0])[0 if d["channels_last"] else 1] += 1
             counts = "; ".join(f"{t} thread{'s' if t > 1 else ''}: {cl} channels-last, {ncw} NCW"
                                for t, (cl, ncw) in sorted(by_threads.items()))
-            L.append(f"- **Accuracy gate** ({name(label)}, nanocodec/modules/accuracy_gate.py: {gate['rule']}): "
+            L.append(f"- **Accuracy gate** ({name(label)}, nanocodec/backends/accuracy_gate.py: {gate['rule']}): "
                      f"conv shapes {counts}.")
     total = data["wall_s"]["total"]
     L.append(f"- **Run**: {total / 60:.1f} min in all (model loading {data['wall_s']['setup']:.0f} s); time budget "

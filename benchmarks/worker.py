@@ -154,7 +154,7 @@ class Ours:
     def info(self) -> dict:
         import nanocodec
         import torch
-        from nanocodec.modules import accuracy_gate
+        from nanocodec.backends import accuracy_gate
 
         # the accuracy gate measures each conv shape once per thread count (a one-time cost at the
         # first forward, ~1-2 s at full size): done here, before the children that time calls fork

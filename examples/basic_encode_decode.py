@@ -9,7 +9,8 @@ import sys
 
 import torch
 
-from nanocodec import AudioCodecModel, audio
+from nanocodec import AudioCodecModel
+from nanocodec.fileio import audio
 
 
 def main(model_dir: str, src: str, dst: str) -> None:

@@ -10,7 +10,8 @@ import sys
 
 import torch
 
-from nanocodec import AudioCodecModel, audio
+from nanocodec import AudioCodecModel
+from nanocodec.fileio import audio
 
 
 def main(model_dir: str, *files: str) -> None:

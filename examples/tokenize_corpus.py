@@ -9,8 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from nanocodec import AudioCodecModel, token_files
-from nanocodec.tokenize import tokenize
+from nanocodec import AudioCodecModel
+from nanocodec.fileio import token_files
+from nanocodec.apps.corpus import tokenize
 
 
 def main(model_dir: str, corpus: str, out_dir: str) -> None:

@@ -1,6 +1,6 @@
 """`python -m nanocodec ...` is the `nanocodec` command."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

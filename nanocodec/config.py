@@ -174,9 +174,6 @@ class NanoCodecConfig:
             bad("decoder.base_channels", f"must be divisible by 2**{len(dec.up_sample_rates)} (halved per stage)")
         if dec.output_activation not in OUTPUT_ACTIVATIONS:
             bad("decoder.output_activation", f"{dec.output_activation!r} is not one of {OUTPUT_ACTIVATIONS}")
-        if dec.pad_mode != "zeros":
-            # NeMo's causal convs pad explicitly with zeros; padding_mode of nn.Conv1d never acts.
-            pass
 
     # ---- (de)serialisation ---------------------------------------------------------
     def to_dict(self) -> dict:

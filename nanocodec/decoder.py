@@ -1,14 +1,27 @@
-"""Causal HiFi-GAN decoder (NeMo `CausalHiFiGANDecoder`): latents -> waveform, zero lookahead."""
+"""The two HiFi-GAN decoders NeMo codecs use: latents -> waveform.
+
+`CausalHiFiGANDecoder` (NeMo `CausalHiFiGANDecoder`, the NanoCodecs): zero lookahead, so it streams
+exactly. `HiFiGANDecoder` (NeMo `HiFiGANDecoder`), used by NeMo's older codecs (the low-frame-rate speech codec, the 22/44 kHz audio codecs). Every
+conv pads symmetrically with `pad_mode` (NeMo's default `reflect`), and each up-sampling is
+`ConvTranspose1dNorm`: kernel 2r, stride r, padding (r+1)//2, output_padding r%2 (length n -> n*r).
+It looks ahead, so it cannot stream: `forward(..., state=...)` raises `NotSupportedError`.
+
+Ragged batches are batch invariant, as the encoder's are: item i gets exactly what NeMo's
+`decode` gives it alone (its own edge padding at its own end; the transposed convs see zeros past
+its length). NeMo's own batched decode of this decoder is not batch invariant (it pads the
+tensor's edge and masks after every conv); `ragged_mode="mask"` reproduces that.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .config import DecoderConfig
-from .modules.activations import OutputActivation, make_activation
-from .modules.conv import CausalConv1d, CausalConvTranspose1d
-from .modules.masking import mask_past_lengths
-from .modules.resblocks import ResLayer
+from .errors import InvalidInputError, NotSupportedError
+from .nn.activations import OutputActivation, make_activation
+from .nn.conv import CausalConv1d, CausalConvTranspose1d, Conv1d, ConvTranspose1d, Ragged
+from .nn.masking import mask_past_lengths
+from .nn.resblocks import ResLayer
 
 
 class CausalHiFiGANDecoder(nn.Module):
@@ -47,8 +60,103 @@ class CausalHiFiGANDecoder(nn.Module):
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
             # the transposed conv runs NCW, and the activation before it is cheaper on NCW rows
             # than on channels-last tiles (the res layer lays its input out as its convs take it)
-            x = res_layer(up(act(x.contiguous()), state), state)
+            x = res_layer(up(act(x.contiguous()), state), state=state)
         x = self.post_conv(self.post_activation(x), state)
+        if out_len is not None:
+            x = mask_past_lengths(x, out_len)
+        return self.out_activation(x).contiguous()
+
+
+class HiFiGANDecoder(nn.Module):
+    causal = False
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        pad = cfg.pad_mode
+        channels = cfg.base_channels
+        self.pre_conv = Conv1d(cfg.input_dim, channels, cfg.in_kernel_size, pad_mode=pad)
+        self.pre_conv.auto_channels_last = False  # NCW, as NeMo sums it: see CausalHiFiGANDecoder
+        self.activations = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        self.res_layers = nn.ModuleList()
+        for rate in cfg.up_sample_rates:
+            out_channels = channels // 2
+            self.activations.append(make_activation(cfg.activation, channels))
+            groups = out_channels if cfg.n_groups_equal_to_out_channels else 1
+            self.up_convs.append(ConvTranspose1d(channels, out_channels, rate, groups=groups))
+            self.res_layers.append(
+                ResLayer(out_channels, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, cfg.activation,
+                         causal=False, pad_mode=pad)
+            )
+            channels = out_channels
+        self.post_activation = make_activation(cfg.activation, channels)
+        self.post_conv = Conv1d(channels, 1, cfg.out_kernel_size, pad_mode=pad)
+        self.out_activation = OutputActivation(cfg.output_activation)
+
+    # ---- reflect padding needs long enough inputs ---------------------------------------
+    def stage_paddings(self) -> list[tuple[int, int]]:
+        """(samples per latent frame at that stage, largest padding of a conv run at that stage)."""
+        cfg = self.cfg
+        res_pad = max((k * d - d) // 2 for k in cfg.resblock_kernel_sizes for d in cfg.resblock_dilation_sizes)
+        out, step = [(1, self.pre_conv.padding)], 1
+        for i, rate in enumerate(cfg.up_sample_rates):
+            step *= rate
+            pads = [res_pad] + ([self.post_conv.padding] if i == len(cfg.up_sample_rates) - 1 else [])
+            out.append((step, max(pads)))
+        return out
+
+    def min_frames(self) -> int:
+        """The fewest latent frames NeMo can decode (reflect padding must be shorter than its input)."""
+        if self.cfg.pad_mode != "reflect":
+            return 1
+        frames = 1
+        while any(frames * step <= pad for step, pad in self.stage_paddings()):
+            frames += 1
+        return frames
+
+    def _check_length(self, frames: int) -> None:
+        need = self.min_frames()
+        if frames < need:
+            raise InvalidInputError(
+                f"this model's decoder pads with 'reflect', which needs at least {need} frames of tokens per item "
+                f"(NeMo itself fails on fewer); got {frames}. Encode at least {need} frames of audio."
+            )
+
+    # ---- forward --------------------------------------------------------------------------
+    def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None, state: dict | None = None,
+                ragged_mode: str = "edge") -> torch.Tensor:
+        """latents [B,D,F] -> audio [B,1,F*spf]; samples at or past `out_len` are zeroed as NeMo does."""
+        if state is not None:
+            raise NotSupportedError(
+                "this model's decoder (NeMo HiFiGANDecoder) is not causal: every output sample depends on later "
+                "frames, so it cannot decode incrementally (stream_decoder, chunk_seconds). Decode whole sequences."
+            )
+        spf = 1
+        for rate in self.cfg.up_sample_rates:
+            spf *= rate
+        n = latents.shape[-1]
+        ragged = None
+        if out_len is not None:
+            frames = torch.div(out_len.to(latents.device), spf, rounding_mode="floor")
+            # "mask" (NeMo's batched decode) pads the tensor's edge, so only the tensor's length counts
+            self._check_length(int(frames.min()) if ragged_mode == "edge" else n)
+            if bool((frames != n).any()):
+                ragged = Ragged(frames, ragged_mode)
+        else:
+            self._check_length(n)
+        x = self.pre_conv(latents, ragged)
+        for act, up, res_layer, rate in zip(self.activations, self.up_convs, self.res_layers, self.cfg.up_sample_rates):
+            # as in the causal decoder: the transposed conv and the activation before it run NCW
+            x = act(x.contiguous())
+            if ragged is not None:
+                x = ragged.mask(x)  # the item alone has nothing past its end
+                ragged = Ragged(ragged.lengths * rate, ragged.mode)
+            x = up(x)
+            if ragged is not None and ragged.mode == "mask":
+                x = ragged.mask(x)
+            x = res_layer(x, ragged)
+        x = self.post_conv(self.post_activation(x), ragged)
         if out_len is not None:
             x = mask_past_lengths(x, out_len)
         return self.out_activation(x).contiguous()

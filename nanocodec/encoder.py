@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from .config import EncoderConfig
-from .modules.activations import make_activation
-from .modules.conv import Conv1d, Ragged
-from .modules.resblocks import ResLayer
+from .nn.activations import make_activation
+from .nn.conv import Conv1d, Ragged
+from .nn.resblocks import ResLayer
 
 
 class HiFiGANEncoder(nn.Module):

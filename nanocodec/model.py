@@ -9,12 +9,11 @@ from torch import nn
 
 from . import validation
 from .config import NanoCodecConfig
-from .decoder import CausalHiFiGANDecoder
-from .hifigan_decoder import HiFiGANDecoder
+from .decoder import CausalHiFiGANDecoder, HiFiGANDecoder
 from .encoder import HiFiGANEncoder
 from .errors import InvalidInputError, NotSupportedError
-from .modules.conv import LAYOUTS, Ragged
-from .modules.masking import mask_past_lengths
+from .nn.conv import LAYOUTS, Ragged
+from .nn.masking import mask_past_lengths
 from .quantizer import GroupFSQ
 from .streaming import decode_in_chunks, encode_in_chunks
 
@@ -91,11 +90,12 @@ class AudioCodecModel(nn.Module):
         return {"encoder": enc, "decoder": dec, "total": enc + dec}
 
     def set_conv_layout(self, layout: str = "auto") -> "AudioCodecModel":
-        """How convolutions run (nanocodec/modules/conv.py). "auto" (default): the encoder's convs
-        channels-last on CPU, where oneDNN is 1.2-5x faster for its shapes, everything else NCW;
-        "channels_last": every conv; "nemo": NeMo's own NCW conv1d calls, bitwise equal to NeMo on
-        the same machine. The layouts differ by float32 summation order only (~1e-7 relative;
-        contracts §5)."""
+        """How convolutions run (nanocodec/nn/conv.py). "auto" (default): on CPU, channels-last where
+        oneDNN is faster for the shape and this machine's channels-last kernel is as accurate as NCW
+        (nanocodec/backends/accuracy_gate.py), NCW elsewhere; the decoders' first conv and transposed
+        convs always NCW; "channels_last": every conv that can; "nemo": NeMo's own NCW conv1d calls,
+        bitwise equal to NeMo on the same machine. The layouts differ by float32 summation order only
+        (contracts §5)."""
         if layout not in LAYOUTS:
             raise InvalidInputError(f"conv layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
         for module in self.modules():
@@ -163,8 +163,8 @@ class AudioCodecModel(nn.Module):
         return self.device.type == "cpu" and self.conv_layout != "nemo"
 
     def _chunk(self, seconds: float | None) -> int:
-        """Whole frames per chunk for `chunk_seconds` (0: no chunking; "auto" here: whole)."""
-        if seconds is None or seconds == "auto":
+        """Whole frames per chunk for `chunk_seconds` (0: no chunking; "auto" is resolved before)."""
+        if seconds is None:
             return 0
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise InvalidInputError(f"chunk_seconds must be positive, got {seconds}")
@@ -227,15 +227,15 @@ class AudioCodecModel(nn.Module):
 
         return StreamingEncoder(self, batch_size)
 
-    # ---- loading and saving (nanocodec/hub.py) ------------------------------------------
+    # ---- loading and saving (nanocodec/fileio/hub.py) ------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_repo_id, revision=None, device="cpu", dtype=torch.float32, **kwargs):
-        from .hub import load_pretrained
+        from .fileio.hub import load_pretrained
 
         return load_pretrained(cls, path_or_repo_id, revision=revision, device=device, dtype=dtype, **kwargs)
 
     def save_pretrained(self, out_dir, *, overwrite: bool = False, metadata: dict | None = None, extra_files=None):
-        from .hub import save_pretrained
+        from .fileio.hub import save_pretrained
 
         return save_pretrained(self, out_dir, overwrite=overwrite, metadata=metadata, extra_files=extra_files)
 

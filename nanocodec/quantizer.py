@@ -9,16 +9,21 @@ import torch
 from torch import nn
 
 from .config import QuantizerConfig
-from .modules.masking import mask_past_lengths
+from .nn.masking import mask_past_lengths
 
 
 class GroupFSQ(nn.Module):
     def __init__(self, cfg: QuantizerConfig):
         super().__init__()
         self.cfg = cfg
-        levels = torch.tensor(cfg.num_levels_per_group, dtype=torch.int32)
-        base = torch.cumprod(torch.tensor([1] + cfg.num_levels_per_group[:-1]), dim=0, dtype=torch.int32)
-        # [1, 1, D, 1]: broadcast over batch, group and frame; derived from config, not stored
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)build the FSQ constants from the config, e.g. after the model was made on the meta
+        device. [1, 1, D, 1]: broadcast over batch, group and frame; derived from config, not stored."""
+        levels = torch.tensor(self.cfg.num_levels_per_group, dtype=torch.int32, device=device)
+        base = torch.cumprod(torch.tensor([1] + self.cfg.num_levels_per_group[:-1], device=device), dim=0,
+                             dtype=torch.int32)
         self.register_buffer("levels", levels.view(1, 1, -1, 1), persistent=False)
         self.register_buffer("base", base.view(1, 1, -1, 1), persistent=False)
 

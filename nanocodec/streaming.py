@@ -16,7 +16,12 @@ import torch
 
 from . import validation
 from .errors import InvalidInputError
-from .modules.conv import Conv1d, cat_time, channels_last_for, conv1d, own_time
+from .nn.conv import Conv1d, cat_time, channels_last_for, conv1d, own_time
+
+# Pieces of fewer input values than this (80 KiB of float32) are convolved as one matrix product of
+# their windows: a conv call would first reorder the whole weight, as much work as the conv itself for
+# such pieces (see nn.conv.unfolded_conv); above it, the conv call's faster kernel wins.
+SHORT_PIECE_VALUES = 20480
 
 
 class StreamingDecoder:
@@ -116,8 +121,8 @@ class _ConvStream(_Stream):
         hi = (stop - 1) * self.s + self.span - self.base
         piece = self.buf[..., lo:hi]
         cl = channels_last_for(self.conv, piece)
-        if cl and piece.shape[-1] * piece.shape[1] < 20480:
-            y = self.conv._small_conv(piece)  # a short piece: no full weight reorder (see there)
+        if cl and piece.shape[-1] * piece.shape[1] < SHORT_PIECE_VALUES:
+            y = self.conv.unpadded_short(piece)
         else:
             y = conv1d(piece, self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d, channels_last=cl)
         keep = stop * self.s - self.base

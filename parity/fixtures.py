@@ -26,8 +26,8 @@ REEXPORT_INPUTS = ("speech_0p5s", "white_noise")
 
 
 def write_reexport(nemo: Path, folder: Path) -> Path:
-    from convert.archive import read_nemo
-    from nanocodec import tensorfile
+    from nanocodec.convert.archive import read_nemo
+    from nanocodec.fileio import tensorfile
 
     state = read_nemo(nemo).state_dict
     keep = {k: v for k, v in state.items() if k.startswith(("audio_encoder.", "audio_decoder."))}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convert.converter import convert
+from nanocodec.convert.converter import convert
 from nanocodec import AudioCodecModel
 
 from . import compare, fixtures
@@ -89,22 +89,13 @@ def load_converted(case: fixtures.ModelCase, workdir: Path, options: RunOptions)
 
 
 def load_reexport(folder: Path, nemo: Path, out: Path, options: RunOptions) -> AudioCodecModel:
-    """Convert a NeMo-named safetensors folder with `--preset`. The released presets are full size; the
-    fixture's preset is its own (reduced-width) architecture, registered for this conversion only."""
-    from types import SimpleNamespace
-
-    from convert.archive import read_nemo
-    from convert.nemo_config import config_from_yaml
-    from nanocodec import presets
+    """Convert a NeMo-named safetensors folder with an explicit architecture, as `--preset` does: the
+    released presets are full size, so the fixture's own (reduced-width) config is passed in."""
+    from nanocodec.convert.archive import read_nemo
+    from nanocodec.convert.nemo_config import config_from_yaml
 
     config, _ = config_from_yaml(read_nemo(nemo).config)
-    name = f"fixture:{nemo.stem}"
-    presets.PRESETS[name] = SimpleNamespace(name=name, assumptions=("the reduced-width fixture's architecture",),
-                                            config=lambda: config)
-    try:
-        report = convert(str(folder), str(out), overwrite=True, preset=name)
-    finally:
-        del presets.PRESETS[name]
+    report = convert(str(folder), str(out), overwrite=True, config=config)
     assert report.source_kind == "NeMo-named safetensors", report.source_kind
     model = AudioCodecModel.from_pretrained(out, device=options.device, dtype=getattr(torch, options.dtype))
     return model.set_conv_layout(options.layout)

@@ -15,7 +15,7 @@ BASE_NEMO = FIXTURES / "models" / "nano0p6_replicate.nemo"
 @pytest.fixture(scope="session")
 def base_folder(tmp_path_factory):
     """The base fixture .nemo converted once with our converter (a release-layout folder)."""
-    from convert.converter import convert
+    from nanocodec.convert.converter import convert
 
     out = tmp_path_factory.mktemp("converted") / "nano0p6"
     convert(str(BASE_NEMO), str(out))

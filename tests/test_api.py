@@ -107,7 +107,7 @@ def test_tokens_past_length_may_hold_padding(model):
 
 
 def test_reflect_model_refuses_too_short_input(tmp_path):
-    from convert.converter import convert
+    from nanocodec.convert.converter import convert
     from parity.oracle.derive import derive_reflect
 
     convert(str(derive_reflect(BASE_NEMO, tmp_path / "r.nemo")), str(tmp_path / "r"))
@@ -133,16 +133,16 @@ def test_save_and_load_roundtrip(model, tmp_path):
 def test_from_pretrained_refuses_nemo_with_convert_command(tmp_path):
     shutil.copy(BASE_NEMO, tmp_path / "x.nemo")
     for src in (tmp_path, tmp_path / "x.nemo"):
-        with pytest.raises(CheckpointError, match="python -m convert"):
+        with pytest.raises(CheckpointError, match="python -m nanocodec.convert"):
             AudioCodecModel.from_pretrained(src)
 
 
 def test_from_pretrained_refuses_nemo_named_safetensors(tmp_path, base_folder):
-    from nanocodec import tensorfile
+    from nanocodec.fileio import tensorfile
 
     (tmp_path / "model.safetensors").write_bytes(tensorfile.to_bytes({"audio_encoder.pre_conv.conv.bias": torch.zeros(2)}))
     shutil.copy(base_folder / "config.json", tmp_path / "config.json")
-    with pytest.raises(CheckpointError, match="NeMo-named.*python -m convert"):
+    with pytest.raises(CheckpointError, match="NeMo-named.*python -m nanocodec.convert"):
         AudioCodecModel.from_pretrained(tmp_path)
 
 
@@ -168,7 +168,7 @@ def test_bad_config_is_checkpoint_error(tmp_path, base_folder, edit, match):
 
 
 def test_weights_that_do_not_fit_are_checkpoint_errors(tmp_path, base_folder, model):
-    from nanocodec import tensorfile
+    from nanocodec.fileio import tensorfile
 
     state = {k: v.clone() for k, v in model.state_dict().items()}
     cases = {

@@ -1,11 +1,11 @@
-"""Audio I/O (nanocodec/audio.py): int PCM, mono, soxr resampling, unreadable files, trim, write."""
+"""Audio I/O (nanocodec/fileio/audio.py): int PCM, mono, soxr resampling, unreadable files, trim, write."""
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 import torch
 
-from nanocodec import audio
+from nanocodec.fileio import audio
 from nanocodec.errors import InvalidInputError, NanoCodecError
 from parity import fixtures
 

@@ -12,7 +12,9 @@ import soxr
 import torch
 
 from conftest import ROOT
-from nanocodec import AudioCodecModel, audio, cli, token_files
+from nanocodec import AudioCodecModel
+from nanocodec.fileio import audio, token_files
+from nanocodec.apps import cli
 from parity import compare, fixtures
 
 AUDIO = fixtures.FIXTURES / "audio"

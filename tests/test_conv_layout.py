@@ -12,8 +12,8 @@ import torch
 
 from nanocodec import AudioCodecModel
 from nanocodec.errors import InvalidInputError
-from nanocodec.modules.activations import LRELU_SLOPE, HalfSnake, Snake
-from nanocodec.modules.conv import CausalConv1d, Conv1d, Ragged, to_channels_last
+from nanocodec.nn.activations import LRELU_SLOPE, HalfSnake, Snake
+from nanocodec.nn.conv import CausalConv1d, Conv1d, Ragged, to_channels_last
 from parity import compare, fixtures
 
 REL_TOL = 1e-6
@@ -211,7 +211,7 @@ def test_channels_last_decoder_keeps_a_margin_below_the_audio_bound(tmp_path, on
     first conv channels-last too, this fixture's audio moved up to 5.5e-6 from NeMo's (12 random
     token sequences; a live round saw 7.0e-6), too close to contracts §5's 1e-5 for CI's fresh live
     seeds. With the first conv NCW, as NeMo sums it: <= 1.5e-6. Bound 4e-6: 2.5x below the contract."""
-    from convert.converter import convert
+    from nanocodec.convert.converter import convert
 
     from conftest import FIXTURES
 

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from conftest import BASE_NEMO, ROOT
-from convert.archive import read_nemo
-from convert.converter import convert
+from nanocodec.convert.archive import read_nemo
+from nanocodec.convert.converter import convert
 from nanocodec import AudioCodecModel
 from nanocodec.errors import CheckpointError, UnsafeCheckpointError
 from parity.oracle.derive import derive_legacy_weight_norm, derive_with_discriminator, nemo_tar_bytes
@@ -150,24 +150,21 @@ def test_gzip_nemo_and_model_wrapper_yaml(tmp_path):
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_nemo_named_safetensors_folder_with_preset(tmp_path, base_folder, monkeypatch):
+def test_nemo_named_safetensors_folder_with_preset(tmp_path, base_folder):
     """The PyPI port's re-export layout (NeMo key names, parametrized weight norm, no architecture):
-    converted with --preset, it must give exactly what the .nemo gives. The preset here describes the
-    reduced-width fixture (the released presets are full size)."""
-    from nanocodec import presets, tensorfile
+    converted with an explicit architecture (`config=`, as `--preset` gives a released, full-size one:
+    here the reduced-width fixture's), it must give exactly what the .nemo gives."""
     from nanocodec.config import NanoCodecConfig
+    from nanocodec.fileio import tensorfile
 
     fixture_config = NanoCodecConfig.from_json((base_folder / "config.json").read_text())
-    preset = presets.PRESETS["nanocodec-22khz-0.6kbps-12.5fps"]
-    monkeypatch.setitem(presets.PRESETS, "fixture", preset)
-    monkeypatch.setattr(type(preset), "config", lambda self: fixture_config)
     state = read_nemo(BASE_NEMO).state_dict
     keep = {k: v for k, v in state.items() if k.startswith(("audio_encoder.", "audio_decoder."))}
     (tmp_path / "port").mkdir()
     (tmp_path / "port" / "model.safetensors").write_bytes(tensorfile.to_bytes(keep))
     with pytest.raises(CheckpointError, match="--preset"):
         convert(str(tmp_path / "port"), str(tmp_path / "no-preset"))
-    report = convert(str(tmp_path / "port"), str(tmp_path / "out"), preset="fixture")
+    report = convert(str(tmp_path / "port"), str(tmp_path / "out"), config=fixture_config)
     assert report.source_kind == "NeMo-named safetensors" and any("preset" in n for n in report.config_notes)
     assert (tmp_path / "out" / "model.safetensors").read_bytes()[-4096:] == (base_folder / "model.safetensors").read_bytes()[-4096:]
     a = AudioCodecModel.from_pretrained(base_folder).state_dict()

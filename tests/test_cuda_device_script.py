@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import nemo_from_wheel  # noqa: E402
 from device_setup import import_build_fixtures, read_wav  # noqa: E402
 
-from convert.archive import read_nemo  # noqa: E402
+from nanocodec.convert.archive import read_nemo  # noqa: E402
 from parity import compare  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "models" / "nano0p6_replicate.nemo"

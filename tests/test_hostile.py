@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BASE_NEMO, ROOT
-from convert import archive
-from convert.converter import convert
+from nanocodec.convert import archive
+from nanocodec.convert.converter import convert
 from nanocodec.errors import CheckpointError, UnsafeCheckpointError
 from parity.oracle import derive
 

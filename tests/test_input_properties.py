@@ -39,7 +39,7 @@ def model(base_folder):
 
 @pytest.fixture(scope="module")
 def reflect_model(tmp_path_factory):
-    from convert.converter import convert
+    from nanocodec.convert.converter import convert
     from parity.oracle.derive import derive_reflect
 
     d = tmp_path_factory.mktemp("reflect")

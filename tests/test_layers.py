@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from convert.keymap import map_state_dict
-from nanocodec.modules.activations import HalfSnake
+from nanocodec.convert.keymap import map_state_dict
+from nanocodec.nn.activations import HalfSnake
 from nanocodec.presets import PRESETS
 
 

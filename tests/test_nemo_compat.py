@@ -11,7 +11,7 @@ import torch
 
 from nanocodec import AudioCodecModel as NanoModel
 from nanocodec.errors import CheckpointError, InvalidInputError, NotSupportedError
-from nanocodec.nemo_compat import AudioCodecModel
+from nanocodec.compat.nemo import AudioCodecModel
 from parity import compare, fixtures
 
 BASE = next(c for c in fixtures.model_cases() if c.name == "nano0p6_replicate")

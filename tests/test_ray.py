@@ -1,4 +1,4 @@
-"""`nanocodec tokenize --engine ray` (nanocodec/ray_engine.py) on a local, loopback-only Ray cluster:
+"""`nanocodec tokenize --engine ray` (nanocodec/apps/ray_engine.py) on a local, loopback-only Ray cluster:
 the same shards (byte for byte) and manifests as the single-process engine, resume across engines,
 and an encode actor SIGKILLed mid-run."""
 import json
@@ -17,9 +17,9 @@ pytest.importorskip("ray.data", reason="the Ray engine needs ray[data]: pip inst
 from ray import cloudpickle  # noqa: E402  (the copy Ray pickles functions and classes with)
 
 from nanocodec import token_files  # noqa: E402
-from nanocodec import tokenize as tk  # noqa: E402
-from nanocodec import ray_engine  # noqa: E402
-from nanocodec.cli import main  # noqa: E402
+from nanocodec.apps import corpus as tk  # noqa: E402
+from nanocodec.apps import ray_engine  # noqa: E402
+from nanocodec.apps.cli import main  # noqa: E402
 from nanocodec.errors import InvalidInputError  # noqa: E402
 from test_tokenize import BATCH, SHARD, make_corpus, manifest, snapshot  # noqa: E402
 from test_tokenize import model  # noqa: E402,F401  (the module fixture)

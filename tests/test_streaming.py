@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from convert.converter import convert
+from nanocodec.convert.converter import convert
 from nanocodec import AudioCodecModel
 from nanocodec.errors import InvalidInputError
 from parity import compare, fixtures

@@ -1,4 +1,4 @@
-"""Corpus tokenization (nanocodec/tokenize.py): manifest, shards, determinism, resume, crashes."""
+"""Corpus tokenization (nanocodec/apps/corpus.py): manifest, shards, determinism, resume, crashes."""
 import json
 import math
 import os
@@ -16,8 +16,9 @@ import soxr
 import torch
 
 from conftest import ROOT
-from nanocodec import AudioCodecModel, audio, token_files
-from nanocodec import tokenize as tk
+from nanocodec import AudioCodecModel
+from nanocodec.fileio import audio, token_files
+from nanocodec.apps import corpus as tk
 from nanocodec.errors import InvalidInputError
 from parity import compare, fixtures
 
@@ -273,13 +274,13 @@ def test_sigkill_mid_run_then_resume(model, reference, tmp_path):
     out = tmp_path / "out"
     script = (
         "import sys, time\n"
-        "import nanocodec.tokenize as tk\n"
+        "import nanocodec.apps.corpus as tk\n"
         "orig = tk.encode_batch\n"
         "def slow(m, clips):\n"
         "    time.sleep(1.0)\n"
         "    return orig(m, clips)\n"
         "tk.encode_batch = slow\n"
-        "from nanocodec.cli import main\n"
+        "from nanocodec.apps.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     cmd = [sys.executable, "-c", script, "tokenize", str(corpus), "-o", str(out), "--model",

@@ -2,7 +2,7 @@
 
 Layout of OUT_DIR:
     tokenize.json               the settings the run is bound to (model, config sha256, dtype, shard size)
-    shard-000000.safetensors    one token file per group (nanocodec/token_files.py), keyed by path
+    shard-000000.safetensors    one token file per group (nanocodec/fileio/token_files.py), keyed by path
     manifest.jsonl              one line per tokenized file:
         {"path", "sha256", "duration_s", "num_samples", "frames", "shard", "key"}
     errors.jsonl                one line per file that could not be read: {"path", "sha256", "shard", "error"}
@@ -20,7 +20,7 @@ and every file's sha256 is unchanged. Everything else is redone: its old lines a
 line too) before new ones are appended, so nothing is ever listed twice. At the end the manifest is
 rewritten in canonical order if a resume left it out of order.
 
-Engines: `tokenize` runs everything in this process. nanocodec/ray_engine.py (`--engine ray`) runs the
+Engines: `tokenize` runs everything in this process. nanocodec/apps/ray_engine.py (`--engine ray`) runs the
 same pieces on a Ray cluster: `open_output`, `locked` and `plan` on the driver, `shard_batches`,
 `load_batch` and `encode_items` in Ray workers, `commit_shard` and `Plan.write_canonical` on the
 driver again; so both write the same bytes, and either can resume the other's output folder.
@@ -39,8 +39,9 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from . import atomic, audio, token_files
-from .errors import InvalidInputError
+from ..fileio import atomic, audio, token_files
+from . import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE  # noqa: F401  (re-exported: corpus.DEFAULT_*)
+from ..errors import InvalidInputError
 
 MANIFEST = "manifest.jsonl"
 ERRORS = "errors.jsonl"
@@ -49,8 +50,6 @@ LOCK = ".tokenize.lock"
 SHARD_PATTERN = "shard-{:06d}.safetensors"
 STATE_FORMAT = "nanocodec-tokenize"
 STATE_VERSION = 1
-DEFAULT_SHARD_SIZE = 1000
-DEFAULT_BATCH_SIZE = 16
 MANIFEST_FIELDS = ("path", "sha256", "duration_s", "num_samples", "frames", "shard", "key")
 ERROR_FIELDS = ("path", "sha256", "shard", "error")
 # every container libsndfile knows, plus the usual aliases
@@ -315,7 +314,7 @@ def locked(out_dir: Path):
 
 
 
-# ---- the pieces every engine runs (nanocodec/ray_engine.py runs them on a Ray cluster) -------
+# ---- the pieces every engine runs (nanocodec/apps/ray_engine.py runs them on a Ray cluster) -------
 @dataclass
 class Plan:
     """What a run has to do: the shards (name -> group of paths), and what earlier runs finished."""

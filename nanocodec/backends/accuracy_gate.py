@@ -58,7 +58,7 @@ def measure(in_channels: int, out_channels: int, kernel_size: int, stride: int, 
 
 
 def _measure(in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int) -> GateResult:
-    from .conv import to_channels_last, unfolded_conv  # conv.py imports this module
+    from ..nn.conv import to_channels_last, unfolded_conv  # conv.py imports this module
 
     outputs = max(16, math.ceil(_SAMPLES / out_channels))
     span = (kernel_size - 1) * dilation + 1

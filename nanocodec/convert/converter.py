@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from nanocodec import AudioCodecModel
-from nanocodec.errors import CheckpointError
-from nanocodec.hub import check_state_dict, save_pretrained
+from nanocodec.config import NanoCodecConfig
+from nanocodec.errors import CheckpointError, InvalidInputError
+from nanocodec.fileio.hub import check_state_dict, save_pretrained
 from nanocodec.presets import PRESETS, preset_for_hub_id
 
 from . import __version__
@@ -95,23 +96,24 @@ def download_safetensors(repo_id: str, revision: str | None) -> str:
         raise CheckpointError(f"could not download {repo_id} (revision {revision}): {e}") from None
 
 
-def load_source(src: str, preset_name: str | None, revision: str | None):
-    """-> (config, NeMo-named state dict, report skeleton)."""
+def load_source(src: str, preset_name: str | None, revision: str | None, config: NanoCodecConfig | None = None):
+    """-> (config, NeMo-named state dict, report skeleton). `config` (or `preset_name`): the architecture
+    of a source that carries none (NeMo-named safetensors); a .nemo brings its own yaml."""
     path = Path(src)
     if path.is_dir():
         files = sorted(path.glob("*.safetensors"))
         if not files:
             nemo = sorted(path.glob("*.nemo"))
             if len(nemo) == 1:
-                return load_source(str(nemo[0]), preset_name, revision)
+                return load_source(str(nemo[0]), preset_name, revision, config)
             raise CheckpointError(f"{src}: no .nemo and no NeMo-named .safetensors inside")
-        if not preset_name:
+        if config is None and not preset_name:
             raise CheckpointError(
                 f"{src} holds bare safetensors with no architecture; name it with --preset ({', '.join(PRESETS)})"
             )
-        if preset_name not in PRESETS:
+        if config is None and preset_name not in PRESETS:
             raise CheckpointError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-        preset = PRESETS[preset_name]
+        preset = PRESETS[preset_name] if config is None else None
         state = {}
         digest = hashlib.sha256()
         for f in files:
@@ -120,17 +122,22 @@ def load_source(src: str, preset_name: str | None, revision: str | None):
                 state.update(load_file(str(f)))
             except Exception as e:  # safetensors raises its own error types for corrupt files
                 raise CheckpointError(f"{f} is not a readable safetensors file: {e}") from None
-        report = Report(str(src), digest.hexdigest(), "NeMo-named safetensors", None,
-                        config_notes=[f"architecture from preset {preset.name}: {a}" for a in preset.assumptions]
-                        or [f"architecture from preset {preset.name}"])
-        return preset.config(), state, report
+        if preset is None:
+            notes = [f"architecture from the config passed in (sha256 {config.sha256()[:16]})"]
+        else:
+            notes = [f"architecture from preset {preset.name}: {a}" for a in preset.assumptions] or [
+                f"architecture from preset {preset.name}"]
+        report = Report(str(src), digest.hexdigest(), "NeMo-named safetensors", None, config_notes=notes)
+        return (preset.config() if preset else config), state, report
     if not path.exists():
-        if src.count("/") == 1 and not src.startswith((".", "/")) and preset_name:
-            return load_source(download_safetensors(src, revision), preset_name, revision)
+        if src.count("/") == 1 and not src.startswith((".", "/")) and (preset_name or config is not None):
+            return load_source(download_safetensors(src, revision), preset_name, revision, config)
         if src.count("/") == 1 and not src.startswith((".", "/")):
             path = download_nemo(src, revision)
         else:
             raise CheckpointError(f"{src}: no such file or folder")
+    if config is not None:
+        raise InvalidInputError(f"{src} is a .nemo: its own model_config.yaml gives the architecture; pass no config")
     archive = read_nemo(path)
     config, notes = config_from_yaml(archive.config, source=str(path))
     report = Report(str(src), sha256_file(path), ".nemo", archive.config.get("nemo_version"), config_notes=notes,
@@ -138,8 +145,11 @@ def load_source(src: str, preset_name: str | None, revision: str | None):
     return config, archive.state_dict, report
 
 
-def convert(src: str, out: str, *, overwrite: bool = False, preset: str | None = None, revision: str | None = None) -> Report:
-    config, nemo_state, report = load_source(src, preset, revision)
+def convert(src: str, out: str, *, overwrite: bool = False, preset: str | None = None, revision: str | None = None,
+            config: NanoCodecConfig | None = None) -> Report:
+    """Convert `src` into `out` (contracts §3). `preset` (a name in PRESETS) or `config` (any
+    NanoCodecConfig, e.g. a reduced-width test model's) is the architecture of a source without one."""
+    config, nemo_state, report = load_source(src, preset, revision, config)
     mapping = map_state_dict(nemo_state, config)
     del nemo_state
     with torch.device("meta"):

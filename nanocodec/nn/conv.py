@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import accuracy_gate
+from ..backends import accuracy_gate
 from .masking import mask_past_lengths
 
 _TORCH_PAD_MODE = {"zeros": "constant", "replicate": "replicate", "reflect": "reflect"}
@@ -240,12 +240,13 @@ class Conv1d(nn.Module):
             head, tail = x[..., 1 : p + 1].flip(-1), x[..., n - p - 1 : n - 1].flip(-1)
         b = x.shape[0]
         edges = torch.cat([cat_time([head, x[..., : length - p]]), cat_time([x[..., j * s - p :], tail])], 0)
-        e = self._small_conv(edges)
+        e = self.unpadded_short(edges)
         y[..., :left] = e[:b, :, :left]
         y[..., right:] = e[b:, :, right - j :]
         return y
 
-    def _small_conv(self, x: torch.Tensor) -> torch.Tensor:
+    def unpadded_short(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv of a short input without padding, as one matrix product (`unfolded_conv`)."""
         return unfolded_conv(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
 
 
@@ -349,3 +350,23 @@ class CausalConvTranspose1d(nn.Module):
         state[self] = own_time(x[..., -1:])
         y = F.conv_transpose1d(torch.cat([previous, x], dim=-1), self.weight, self.bias, stride=r, groups=self.groups)
         return y[..., r : r + n * r]
+
+
+class ConvTranspose1d(nn.Module):
+    """NeMo `ConvTranspose1dNorm` on a folded weight: kernel 2r, stride r, output n*r."""
+
+    def __init__(self, in_channels, out_channels, stride, *, groups):
+        super().__init__()
+        kernel_size = 2 * stride
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels // groups, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.stride = stride
+        self.groups = groups
+        # NeMo's get_up_sample_padding(k, r)
+        self.padding = (kernel_size - stride + 1) // 2
+        self.output_padding = (kernel_size - stride) % 2
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose1d(x.contiguous(), self.weight, self.bias, stride=self.stride, padding=self.padding,
+                                  output_padding=self.output_padding, groups=self.groups)

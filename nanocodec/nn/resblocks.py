@@ -1,7 +1,7 @@
 """HiFi-GAN residual stacks (NeMo `ResidualBlock`, `HiFiGANResBlock`, `HiFiGANResLayer`).
 
-`ctx` is handed to every conv unchanged: a `Ragged` batch description for the encoder's
-non-causal convs, a streaming state dict for the decoder's causal ones (None: offline, full length).
+Non-causal stacks (the encoder's, the HiFi-GAN decoder's) take `ragged=`, the batch's valid lengths;
+causal ones (the NanoCodec decoder's) take `state=`, the streaming state dict. None: offline, full length.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-from .conv import CausalConv1d, Conv1d, channels_last_for, to_channels_last
+from .conv import CausalConv1d, Conv1d, Ragged, channels_last_for, to_channels_last
 
 
 class ResidualUnit(nn.Module):
@@ -17,6 +17,7 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, channels, kernel_size, dilation, activation, *, causal, pad_mode="reflect"):
         super().__init__()
+        self.causal = causal
         self.input_activation = make_activation(activation, channels)
         self.skip_activation = make_activation(activation, channels)
         if causal:
@@ -26,10 +27,11 @@ class ResidualUnit(nn.Module):
             self.input_conv = Conv1d(channels, channels, kernel_size, dilation=dilation, pad_mode=pad_mode)
             self.skip_conv = Conv1d(channels, channels, kernel_size, pad_mode=pad_mode)
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
-        h = self.input_conv(self.input_activation(x), ctx)
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
+        context = {"state": state} if self.causal else {"ragged": ragged}
+        h = self.input_conv(self.input_activation(x), **context)
         # add into the conv's fresh output (x + y == y + x in IEEE arithmetic)
-        return self.skip_conv(self.skip_activation(h), ctx).add_(x)
+        return self.skip_conv(self.skip_activation(h), **context).add_(x)
 
 
 class ResBlock(nn.Module):
@@ -41,9 +43,9 @@ class ResBlock(nn.Module):
             ResidualUnit(channels, kernel_size, d, activation, causal=causal, pad_mode=pad_mode) for d in dilations
         )
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
         for unit in self.units:
-            x = unit(x, ctx)
+            x = unit(x, ragged, state)
         return x
 
 
@@ -56,14 +58,14 @@ class ResLayer(nn.Module):
             ResBlock(channels, k, dilations, activation, causal=causal, pad_mode=pad_mode) for k in kernel_sizes
         )
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
         # every block reads x: laid out once as their convs take it (channels-last on CPU under
         # "auto"), not converted again by each block's first conv
         conv = self.blocks[0].units[0].input_conv
         if channels_last_for(conv, x):
             x = to_channels_last(x)
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
-        out = self.blocks[0](x, ctx)
+        out = self.blocks[0](x, ragged, state)
         for block in self.blocks[1:]:
-            out.add_(block(x, ctx))
+            out.add_(block(x, ragged, state))
         return out.div_(len(self.blocks))

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load
 
 from . import atomic, tensorfile
-from .config import NanoCodecConfig
-from .errors import CheckpointError, InvalidInputError
+from ..config import NanoCodecConfig
+from ..errors import CheckpointError, InvalidInputError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -23,7 +23,7 @@ NEMO_PREFIXES = ("audio_encoder.", "audio_decoder.", "vector_quantizer.")
 
 
 def convert_command(source: str, options: str = "") -> str:
-    return f"python -m convert {source} OUT{options}  (run in a nanocodec checkout; then load OUT)"
+    return f"python -m nanocodec.convert {source} OUT{options}  (then load OUT)"
 
 
 def _resolve(path_or_repo_id, revision, **hub_kwargs) -> Path:
@@ -83,7 +83,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}")
     try:
         # bytes, not a file mapping: each tensor then owns its memory, so re-laying a weight out
-        # for the fast conv path (nanocodec/modules/conv.py) frees the old copy instead of leaving
+        # for the fast conv path (nanocodec/nn/conv.py) frees the old copy instead of leaving
         # the mapped file resident beside it (measured: 100 MiB less steady RSS at full size)
         state = load(path.read_bytes())
     except Exception as e:  # safetensors raises its own error types for corrupt headers
@@ -124,7 +124,7 @@ def load_pretrained(cls, path_or_repo_id, *, revision=None, device="cpu", dtype=
     check_state_dict(model, state)
     model.load_state_dict(state, strict=True, assign=True)
     # non-persistent buffers (FSQ constants) were made on meta: rebuild them for real
-    model.quantizer.__init__(config.quantizer)
+    model.quantizer.reset_buffers("cpu")
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -148,8 +148,3 @@ def save_pretrained(model, out_dir, *, overwrite: bool = False, metadata: dict |
         raise
     except OSError as e:
         raise InvalidInputError(f"could not write {out_dir}: {e}") from None
-
-
-def config_summary(folder) -> dict:
-    cfg = read_config(Path(folder))
-    return json.loads(cfg.to_json())

@@ -1,4 +1,4 @@
-"""`nanocodec tokenize --engine ray`: the corpus tokenizer of nanocodec/tokenize.py on a Ray cluster.
+"""`nanocodec tokenize --engine ray`: the corpus tokenizer of nanocodec/apps/corpus.py on a Ray cluster.
 
 The pipeline (Ray Data, streaming):
 
@@ -32,9 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import token_files
-from . import tokenize as tk
-from .errors import InvalidInputError, NanoCodecError
+from ..fileio import token_files
+from . import corpus as tk
+from ..errors import InvalidInputError, NanoCodecError
 
 # Reserved per decode task: small, so that encoders reserving one CPU each can fill a machine's
 # CPUs and decoding still gets scheduled (decoding and resampling cost little next to encoding).
@@ -75,7 +75,7 @@ class Encoder:
                  config_sha256: str):
         import torch
 
-        from .model import AudioCodecModel
+        from ..model import AudioCodecModel
 
         if threads:
             torch.set_num_threads(threads)

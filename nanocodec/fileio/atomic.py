@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 def fsync_tree(path: Path) -> None:
