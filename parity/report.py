@@ -1,7 +1,8 @@
 """Parity reports: `reports/parity-<device>.md` and `.json`.
 
 JSON schema (format 1):
-  {"format": 1, "device": str, "environment": {torch, python, platform, cpu, git_commit},
+  {"format": 1, "device": str, "environment": {torch, python, platform, cpu, cpu_vendor, git_commit,
+                                               accuracy_gate: {rule, channels_last_shapes, ncw_shapes}},
    "options": {device, dtype, threads, threads_used}, "ok": bool,
    "totals": {frames, tokens, matched, explained, unexplained, allowed_explained},
    "tolerances": {boundary, latent_rel, audio_max_abs, audio_min_snr_db},
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 
 from . import compare
-from .machine import cpu_name
+from .machine import cpu_name, cpu_vendor
 
 
 def environment() -> dict:
@@ -49,8 +50,19 @@ def environment() -> dict:
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
+    from nanocodec.backends import accuracy_gate
+
+    gate = accuracy_gate.summary()  # which conv shapes this run's "auto" layout ran channels-last
     return {"torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu": cpu_name(), "git_commit": commit}
+            "cpu": cpu_name(), "cpu_vendor": cpu_vendor(), "git_commit": commit,
+            "accuracy_gate": {k: gate[k] for k in ("rule", "channels_last_shapes", "ncw_shapes")}}
+
+
+def _gate_line(gate: dict | None) -> str:
+    if not gate:
+        return ""
+    return (f"Accuracy gate (nanocodec/backends/accuracy_gate.py, {gate['rule']}): "
+            f"{gate['channels_last_shapes']} conv shapes channels-last, {gate['ncw_shapes']} NCW on this machine.")
 
 
 def _num(x):
@@ -114,6 +126,7 @@ def to_markdown(report: dict) -> str:
         f"{t['explained']} explained boundary flips (allowed {t['allowed_explained']}), {t['unexplained']} unexplained.",
         "",
         f"Machine: {env['cpu']}; torch {env['torch']}, Python {env['python']}; commit {env['git_commit']}.",
+        _gate_line(env.get("accuracy_gate")),
         f"Options: {report['options']}.",
         ("References: NeMo restored your .nemo and ran in the same session (`make parity NEMO=...`)."
          if live.get("mode") == "user" else
