@@ -164,8 +164,12 @@ def test_nemo_named_safetensors_folder_with_preset(tmp_path, base_folder):
     (tmp_path / "port" / "model.safetensors").write_bytes(tensorfile.to_bytes(keep))
     with pytest.raises(CheckpointError, match="--preset"):
         convert(str(tmp_path / "port"), str(tmp_path / "no-preset"))
+    # a released preset is the full-size architecture: the reduced-width tensors do not fit it
+    with pytest.raises(CheckpointError, match="shape"):
+        convert(str(tmp_path / "port"), str(tmp_path / "full"), preset="nanocodec-22khz-0.6kbps-12.5fps")
     report = convert(str(tmp_path / "port"), str(tmp_path / "out"), config=fixture_config)
-    assert report.source_kind == "NeMo-named safetensors" and any("preset" in n for n in report.config_notes)
+    assert report.source_kind == "NeMo-named safetensors"
+    assert any("architecture from the config passed in" in n for n in report.config_notes)
     assert (tmp_path / "out" / "model.safetensors").read_bytes()[-4096:] == (base_folder / "model.safetensors").read_bytes()[-4096:]
     a = AudioCodecModel.from_pretrained(base_folder).state_dict()
     b = AudioCodecModel.from_pretrained(tmp_path / "out").state_dict()
