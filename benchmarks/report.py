@@ -250,15 +250,13 @@ def markdown(bench, summ, data, plots) -> str:
     if notes:
         L.append("- **Our options**: " + "; ".join(notes) + ".")
     for label in labels:
-        gate = (bench.zygotes[label].info or {}).get("accuracy_gate")
+        info = bench.zygotes[label].info or {}
+        gate, paths = info.get("accuracy_gate"), info.get("conv_paths")
         if gate:
-            by_threads: dict = {}
-            for d in gate["shapes"]:
-                by_threads.setdefault(d["threads"], [0, 0])[0 if d["channels_last"] else 1] += 1
-            counts = "; ".join(f"{t} thread{'s' if t > 1 else ''}: {cl} channels-last, {ncw} NCW"
-                               for t, (cl, ncw) in sorted(by_threads.items()))
-            L.append(f"- **Accuracy gate** ({name(label)}, nanocodec/backends/accuracy_gate.py: {gate['rule']}): "
-                     f"conv shapes {counts}.")
+            convs = f"; the model's convs: {paths['channels_last']} channels-last, {paths['ncw']} NCW" if paths else ""
+            L.append(f"- **Backend** ({name(label)}: {info.get('backend')}; nanocodec/backends/accuracy_gate.py, "
+                     f"{gate['rule']}): conv shapes {gate['channels_last_shapes']} channels-last, "
+                     f"{gate['ncw_shapes']} NCW{convs}.")
     total = data["wall_s"]["total"]
     L.append(f"- **Run**: {total / 60:.1f} min in all (model loading {data['wall_s']['setup']:.0f} s); time budget "
              f"{cfg.budget_s:.0f} s for the measurements, rounds per case planned from measured speeds "

@@ -153,19 +153,13 @@ class Ours:
 
     def info(self) -> dict:
         import nanocodec
-        import torch
         from nanocodec.backends import accuracy_gate
 
-        # the accuracy gate measures each conv shape once per thread count (a one-time cost at the
-        # first forward, ~1-2 s at full size): done here, before the children that time calls fork
-        threads = torch.get_num_threads()
-        for n in sorted({1, 2, os.cpu_count() or 1}):
-            torch.set_num_threads(n)
-            accuracy_gate.prepare(self.model)
-        torch.set_num_threads(threads)
+        # the backend decided each conv's layout at load (the accuracy gate's one-time measurement,
+        # ~1-2 s at full size, is in the load time), before the children that time calls fork
         return {"package": f"nanocodec {nanocodec.__version__} (this checkout)", "dtype": str(self.model.dtype),
-                "params": self.model.num_parameters()["total"], "notes": self.notes,
-                "accuracy_gate": accuracy_gate.summary()}
+                "params": self.model.num_parameters()["total"], "notes": self.notes, "backend": self.model.backend,
+                "conv_paths": self.model.conv_paths, "accuracy_gate": accuracy_gate.summary()}
 
 
 class Nemo:

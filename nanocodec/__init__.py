@@ -3,7 +3,8 @@
 The package is laid out as the model is built:
 - `config`, `presets`, `model`, `encoder`, `quantizer`, `decoder`, `streaming`: the model core, in
   NeMo's numerics; `nn/`: its building blocks (convs with NeMo's padding, activations, res blocks);
-- `backends/`: what decides the fast CPU paths (the per-machine accuracy gate);
+- `backends/`: the fast CPU backend beside the core (channels-last convs where the per-machine
+  accuracy gate finds them as accurate as NCW), chosen once per model (`model.set_backend`);
 - `fileio/`: hub loading and saving, safe tensor files, atomic outputs, audio files, token files;
 - `convert/`: `.nemo` -> release weights (`nanocodec.convert`, `python -m convert` in a checkout);
 - `apps/`: the command line, the corpus tokenizer and its Ray engine; `compat/`: the NeMo drop-in.

@@ -33,10 +33,6 @@ class HiFiGANEncoder(nn.Module):
             channels *= 2
         self.post_activation = make_activation(cfg.activation, channels)
         self.post_conv = Conv1d(channels, cfg.encoded_dim, cfg.out_kernel_size, pad_mode=pad)
-        if cfg.activation not in ("lrelu", "elu"):  # see Conv1d.auto_channels_last
-            for module in self.modules():
-                if isinstance(module, Conv1d):
-                    module.auto_channels_last = False
 
     def forward(self, audio: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
         """audio [B,1,T] (T a multiple of samples_per_frame) -> latents [B,D,T/spf]."""

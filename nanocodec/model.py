@@ -12,10 +12,12 @@ from .config import NanoCodecConfig
 from .decoder import CausalHiFiGANDecoder, HiFiGANDecoder
 from .encoder import HiFiGANEncoder
 from .errors import InvalidInputError, NotSupportedError
-from .nn.conv import LAYOUTS, Ragged
+from .nn.conv import Ragged
 from .nn.masking import mask_past_lengths
 from .quantizer import GroupFSQ
 from .streaming import decode_in_chunks, encode_in_chunks
+
+LAYOUTS = ("auto", "channels_last", "nemo")  # set_conv_layout
 
 
 # chunk_seconds="auto" on CPU (measured on a 2-core Xeon, full-size 0.6 kbps, 1 thread, CPU time
@@ -57,6 +59,8 @@ class AudioCodecModel(nn.Module):
         # NanoCodec: causal; NeMo's older codecs (LFSC, 22/44 kHz audio codecs): non-causal
         self.decoder = (CausalHiFiGANDecoder if config.decoder.causal else HiFiGANDecoder)(config.decoder)
         self.conv_layout = "auto"  # set_conv_layout
+        self.backend = "reference"  # what the modules are now; from_pretrained applies backend="auto"
+        self.conv_paths = None  # the cpu backend's count of channels-last and NCW convs
         self.eval()
 
     # ---- facts --------------------------------------------------------------------------
@@ -89,18 +93,34 @@ class AudioCodecModel(nn.Module):
         dec = sum(p.numel() for p in self.decoder.parameters())
         return {"encoder": enc, "decoder": dec, "total": enc + dec}
 
+    def set_backend(self, backend: str = "auto", *, force_channels_last: bool = False) -> "AudioCodecModel":
+        """How the modules run (nanocodec/backends): "reference" (NeMo's own NCW conv calls, bitwise
+        NeMo on the same machine), "cpu" (channels-last where this machine's kernels are as accurate
+        as NCW, nanocodec/backends/cpu.py; `force_channels_last`: every conv that can, ungated) or
+        "auto" ("cpu" on the CPU, else "reference"). Decided now, at the current thread count."""
+        from .backends import BACKENDS, cpu, resolve
+
+        if backend not in BACKENDS:
+            raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if resolve(backend, self.device.type) == "cpu":
+            cpu.revert(self)
+            self.conv_paths = cpu.apply(self, force=force_channels_last)
+            self.backend = "cpu"
+        else:
+            cpu.revert(self)
+            self.conv_paths = None
+            self.backend = "reference"
+        return self
+
     def set_conv_layout(self, layout: str = "auto") -> "AudioCodecModel":
-        """How convolutions run (nanocodec/nn/conv.py). "auto" (default): on CPU, channels-last where
-        oneDNN is faster for the shape and this machine's channels-last kernel is as accurate as NCW
-        (nanocodec/backends/accuracy_gate.py), NCW elsewhere; the decoders' first conv and transposed
-        convs always NCW; "channels_last": every conv that can; "nemo": NeMo's own NCW conv1d calls,
-        bitwise equal to NeMo on the same machine. The layouts differ by float32 summation order only
-        (contracts §5)."""
+        """The conv layout by its older names: "auto" = `set_backend("auto")`; "channels_last" = the
+        cpu backend with every conv that can channels-last (ungated); "nemo" = `set_backend("reference")`."""
         if layout not in LAYOUTS:
             raise InvalidInputError(f"conv layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-        for module in self.modules():
-            if hasattr(module, "layout"):
-                module.layout = layout
+        if layout == "nemo":
+            self.set_backend("reference")
+        else:
+            self.set_backend("cpu" if layout == "channels_last" else "auto", force_channels_last=layout == "channels_last")
         self.conv_layout = layout
         return self
 
@@ -160,7 +180,7 @@ class AudioCodecModel(nn.Module):
     def _auto_chunks(self) -> bool:
         """Whether chunk_seconds="auto" chunks at all: on CPU (where it was measured to pay), and
         not in layout "nemo" (NeMo's computation, whole inputs)."""
-        return self.device.type == "cpu" and self.conv_layout != "nemo"
+        return self.device.type == "cpu" and self.backend != "reference"
 
     def _chunk(self, seconds: float | None) -> int:
         """Whole frames per chunk for `chunk_seconds` (0: no chunking; "auto" is resolved before)."""

@@ -16,12 +16,7 @@ import torch
 
 from . import validation
 from .errors import InvalidInputError
-from .nn.conv import Conv1d, cat_time, channels_last_for, conv1d, own_time
-
-# Pieces of fewer input values than this (80 KiB of float32) are convolved as one matrix product of
-# their windows: a conv call would first reorder the whole weight, as much work as the conv itself for
-# such pieces (see nn.conv.unfolded_conv); above it, the conv call's faster kernel wins.
-SHORT_PIECE_VALUES = 20480
+from .nn.conv import Conv1d, cat_time, own_time
 
 
 class StreamingDecoder:
@@ -120,11 +115,7 @@ class _ConvStream(_Stream):
         lo = self.next_out * self.s - self.base
         hi = (stop - 1) * self.s + self.span - self.base
         piece = self.buf[..., lo:hi]
-        cl = channels_last_for(self.conv, piece)
-        if cl and piece.shape[-1] * piece.shape[1] < SHORT_PIECE_VALUES:
-            y = self.conv.unpadded_short(piece)
-        else:
-            y = conv1d(piece, self.conv.weight, self.conv.bias, stride=self.s, dilation=self.d, channels_last=cl)
+        y = self.conv.unpadded(piece)  # the conv's own backend: NCW, channels-last or a short matrix product
         keep = stop * self.s - self.base
         self.buf = own_time(self.buf[..., keep:])
         self.base += keep

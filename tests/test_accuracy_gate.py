@@ -55,11 +55,13 @@ def test_the_gate_decides_the_auto_layout(model, verdict, monkeypatch, one_threa
 
 
 def test_summary_reports_every_measured_shape(model, one_thread):
-    accuracy_gate.prepare(model)
+    model.set_backend("cpu")  # decides every conv's layout now, at one thread
     summary = accuracy_gate.summary()
     shapes = {(d["in_channels"], d["out_channels"], d["kernel"], d["stride"], d["dilation"])
               for d in summary["shapes"] if d["threads"] == torch.get_num_threads()}
     convs = {(m.weight.shape[1], m.weight.shape[0], m.weight.shape[2], getattr(m, "stride", 1), m.dilation)
-             for m in model.modules() if getattr(m, "auto_channels_last", False)}
-    assert convs <= shapes
+             for m in model.modules() if hasattr(m, "channels_last") and m is not model.decoder.pre_conv}
+    assert convs and convs <= shapes
+    assert model.conv_paths["channels_last"] + model.conv_paths["ncw"] == len(
+        [m for m in model.modules() if hasattr(m, "channels_last")])
     assert summary["channels_last_shapes"] + summary["ncw_shapes"] == len(summary["shapes"])

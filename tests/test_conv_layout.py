@@ -12,9 +12,19 @@ import torch
 
 from nanocodec import AudioCodecModel
 from nanocodec.errors import InvalidInputError
+from nanocodec.backends import cpu
+from nanocodec.backends.cpu import to_channels_last
 from nanocodec.nn.activations import LRELU_SLOPE, HalfSnake, Snake
-from nanocodec.nn.conv import CausalConv1d, Conv1d, Ragged, to_channels_last
+from nanocodec.nn.conv import CausalConv1d, Conv1d, Ragged
 from parity import compare, fixtures
+
+
+def _layout(module, layout):
+    """A standalone module on NeMo's NCW path ("nemo") or the cpu backend's channels-last one."""
+    cpu.swap_out(module)
+    if layout == "channels_last":
+        cpu.swap_in(module, channels_last=True)
+    return module
 
 REL_TOL = 1e-6
 
@@ -41,9 +51,8 @@ def test_channels_last_conv_equals_nemo_layout(pad_mode, kind, one_thread):
         if n == 0 or (pad_mode == "reflect" and conv.padding >= n):
             continue
         x = torch.randn(2, 5, n)
-        conv.layout = "nemo"
-        ref = conv(x)
-        conv.layout = "channels_last"
+        ref = _layout(conv, "nemo")(x)
+        _layout(conv, "channels_last")
         for inp in (x, to_channels_last(x)):
             y = conv(inp)
             assert y.shape == ref.shape
@@ -56,25 +65,21 @@ def test_ragged_channels_last_equals_nemo_layout(one_thread):
     x = torch.randn(3, 4, 200)
     for mode in ("edge", "mask"):
         ragged = Ragged(torch.tensor([200, 150, 60]), mode)
-        conv.layout = "nemo"
-        ref = conv(x, ragged)
-        conv.layout = "channels_last"
-        assert _rel(conv(x, ragged), ref) <= REL_TOL
+        ref = _layout(conv, "nemo")(x, ragged)
+        assert _rel(_layout(conv, "channels_last")(x, ragged), ref) <= REL_TOL
 
 
 def test_switching_back_to_nemo_layout_is_bitwise_again(one_thread):
-    """The channels-last path re-lays the weight out in place; "nemo" must undo that, or oneDNN
-    silently picks its channels-last kernels for NCW inputs too."""
+    """The cpu backend re-lays a channels-last conv's weight out in place; going back to the
+    reference must undo that, or oneDNN silently picks its channels-last kernels for NCW inputs too."""
     torch.manual_seed(2)
     conv = Conv1d(8, 8, 7, pad_mode="replicate")
     x = torch.randn(1, 8, 500)
     expected = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (3, 3), mode="replicate"),
                                           conv.weight.detach().clone(), conv.bias.detach())
-    conv.layout = "channels_last"
-    conv(x)
+    _layout(conv, "channels_last")(x)
     assert not conv.weight.is_contiguous()
-    conv.layout = "nemo"
-    assert torch.equal(conv(x), expected)
+    assert torch.equal(_layout(conv, "nemo")(x), expected)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 27, 54])
@@ -82,7 +87,7 @@ def test_in_place_snakes_are_bitwise_nemo(channels):
     """NeMo's expressions, verbatim, against our single-buffer forms, on NCW and channels-last input."""
     torch.manual_seed(channels)
     x = torch.randn(2, channels, 333) * 3
-    snake, half = Snake(channels), HalfSnake(channels)
+    snake, half = cpu.swap_in(Snake(channels)), cpu.swap_in(HalfSnake(channels))
     with torch.no_grad():
         snake.alpha.uniform_(0.2, 2.0)
         half.alpha.uniform_(0.2, 2.0)
@@ -114,9 +119,8 @@ def test_causal_channels_last_conv_equals_nemo_layout(kernel, dilation, one_thre
     torch.manual_seed(kernel * 10 + dilation)
     conv = CausalConv1d(6, 6, kernel, dilation=dilation)
     x = torch.randn(2, 6, 301)
-    conv.layout = "nemo"
-    ref = conv(x)
-    conv.layout = "channels_last"
+    ref = _layout(conv, "nemo")(x)
+    _layout(conv, "channels_last")
     for inp in (x, to_channels_last(x)):
         y = conv(inp)
         assert y.stride(1) == 1 and _rel(y, ref) <= REL_TOL
@@ -183,12 +187,10 @@ def test_bfloat16_conv_is_right_for_small_channel_counts(in_channels, kernel):
     conv = Conv1d(in_channels, 16, kernel, stride=6 if kernel == 12 else 1, padding=3 if kernel == 12 else None,
                   pad_mode="zeros")
     x = torch.randn(2, in_channels, 600)
-    conv.layout = "nemo"
-    ref = conv(x)
+    ref = _layout(conv, "nemo")(x)
     conv.to(torch.bfloat16)
     for layout in ("nemo", "channels_last"):
-        conv.layout = layout
-        y = conv(x.bfloat16())
+        y = _layout(conv, layout)(x.bfloat16())
         assert y.dtype == torch.bfloat16
         assert _rel(y.float(), ref) <= 2e-2, (layout, _rel(y.float(), ref))
 

@@ -58,7 +58,7 @@ def measure(in_channels: int, out_channels: int, kernel_size: int, stride: int, 
 
 
 def _measure(in_channels: int, out_channels: int, kernel_size: int, stride: int, dilation: int) -> GateResult:
-    from ..nn.conv import to_channels_last, unfolded_conv  # conv.py imports this module
+    from .cpu import to_channels_last, unfolded_conv  # cpu.py imports this module
 
     outputs = max(16, math.ceil(_SAMPLES / out_channels))
     span = (kernel_size - 1) * dilation + 1
@@ -103,11 +103,3 @@ def summary() -> dict:
             "channels_last_shapes": sum(d["channels_last"] for d in shapes),
             "ncw_shapes": sum(not d["channels_last"] for d in shapes), "shapes": shapes}
 
-
-def prepare(model: torch.nn.Module) -> None:
-    """Measure every conv shape of `model` now, at the current thread count (what its first forward
-    under layout "auto" would do lazily): e.g. before timing it, or before forking workers."""
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if getattr(module, "auto_channels_last", False) and weight is not None and weight.dim() == 3:
-            channels_last_accurate(weight, getattr(module, "stride", 1), module.dilation)

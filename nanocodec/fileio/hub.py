@@ -115,7 +115,8 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
             raise CheckpointError(f"tensor {key} holds NaN or Inf values; the checkpoint is corrupt")
 
 
-def load_pretrained(cls, path_or_repo_id, *, revision=None, device="cpu", dtype=torch.float32, **hub_kwargs):
+def load_pretrained(cls, path_or_repo_id, *, revision=None, device="cpu", dtype=torch.float32, backend="auto",
+                    **hub_kwargs):
     folder = _resolve(path_or_repo_id, revision, **hub_kwargs)
     config = read_config(folder)
     state = read_weights(folder)
@@ -125,7 +126,7 @@ def load_pretrained(cls, path_or_repo_id, *, revision=None, device="cpu", dtype=
     model.load_state_dict(state, strict=True, assign=True)
     # non-persistent buffers (FSQ constants) were made on meta: rebuild them for real
     model.quantizer.reset_buffers("cpu")
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device=device, dtype=dtype).eval().set_backend(backend)
 
 
 def save_pretrained(model, out_dir, *, overwrite: bool = False, metadata: dict | None = None,

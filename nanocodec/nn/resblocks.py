@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-from .conv import CausalConv1d, Conv1d, Ragged, channels_last_for, to_channels_last
+from .conv import CausalConv1d, Conv1d, Ragged
 
 
 class ResidualUnit(nn.Module):
@@ -59,11 +59,6 @@ class ResLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
-        # every block reads x: laid out once as their convs take it (channels-last on CPU under
-        # "auto"), not converted again by each block's first conv
-        conv = self.blocks[0].units[0].input_conv
-        if channels_last_for(conv, x):
-            x = to_channels_last(x)
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
         out = self.blocks[0](x, ragged, state)
         for block in self.blocks[1:]:

@@ -1,0 +1,367 @@
+"""The fast CPU backend: the model core's modules, run channels-last where that pays and is accurate.
+
+oneDNN's channels-last (`nwc`) conv kernels are 1.2-5x faster than its NCW ones for the small
+channel counts at high sample rates of these codecs. This backend runs a conv as a 2-D conv on
+`[B,C,1,T]` laid out `[B,T,C]` in memory when `accuracy_gate` found this machine's channels-last
+kernels as accurate as NCW for its shape, and keeps everything around it in that layout:
+
+- `FastConv1d`: the encoder's (and HiFi-GAN decoder's) convs; replicate/reflect edge padding is
+  patched into the few border outputs (`_edge_patched`) instead of copying the whole input;
+- `FastCausalConv1d`: the causal decoder's convs; a long chunk's causal context is patched in the
+  same way instead of copying the chunk behind its past (`_patched_chunk`);
+- `FastSnake` / `FastHalfSnake`: (Half)Snake on channels-last memory in tiles (`snake_rows`), so
+  every elementwise op runs at full vector width;
+- `FastResLayer`: lays a res layer's input out once as its convs take it;
+- 16-bit convs with < 16 input channels run in float32 (`conv1d`): oneDNN gets some wrong.
+
+The decoders' first conv (its rounding is amplified by every later layer) and the grouped
+transposed convs (oneDNN's channels-last kernel for them is ~5x slower) stay NCW, and so do the
+convs of encoders with (Half)Snake activations (their lengths need not split into tiles).
+
+`apply(model, force=...)` swaps the modules' classes for these subclasses (same parameters, same
+state-dict names) and lays each channels-last conv's weight out once; `revert(model)` swaps them
+back to the reference classes with NCW weights (bitwise NeMo). Nothing is re-laid out in `forward`.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.activations import LRELU_SLOPE, SNAKE_EPS, HalfSnake, Snake, needs_grad, snake
+from ..nn.conv import CausalConv1d, Conv1d, Ragged, cat_time, low_precision_unsafe, own_time, pad_with_context
+from ..nn.conv import conv1d as reference_conv1d
+from ..nn.resblocks import ResLayer
+from . import accuracy_gate
+
+_CL = torch.channels_last
+
+
+# ---- tensors and weights in channels-last memory ----------------------------------------------
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,T] with memory laid out [B,T,C] (a copy unless it already is)."""
+    return x.unsqueeze(2).contiguous(memory_format=_CL).squeeze(2)
+
+
+def _lay_out(param: nn.Parameter, channels_last: bool) -> None:
+    """Re-lay a conv weight's storage once (in place of the old copy, so memory does not double):
+    channels-last for this backend's 2-D convs, NCW for NeMo's (a channels-last weight would make
+    oneDNN pick its channels-last kernels even for an NCW input)."""
+    with torch.inference_mode(False), torch.no_grad():
+        if channels_last and not param.unsqueeze(2).is_contiguous(memory_format=_CL):
+            param.data = param.data.permute(0, 2, 1).contiguous().permute(0, 2, 1)
+        elif not channels_last and not param.is_contiguous():
+            param.data = param.data.contiguous()
+
+
+def conv1d(x, weight, bias, *, stride=1, dilation=1, padding=0, channels_last=False) -> torch.Tensor:
+    """The reference `conv1d`, or the same conv as a channels-last 2-D conv (output `[B,C,T]`
+    strided `[B,T,C]`); 16-bit convs oneDNN gets wrong in float32 in both (nn.conv.low_precision_unsafe)."""
+    if not channels_last:
+        return reference_conv1d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    if low_precision_unsafe(x, weight):
+        return to_channels_last(reference_conv1d(x, weight, bias, stride=stride, padding=padding, dilation=dilation))
+    y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=_CL), weight.unsqueeze(2), bias,
+                 stride=(1, stride), padding=(0, padding), dilation=(1, dilation))
+    return y.squeeze(2)
+
+
+def unfolded_conv(x: torch.Tensor, weight: torch.Tensor, bias, *, stride: int = 1, dilation: int = 1) -> torch.Tensor:
+    """The conv (no padding) of a short input as one matrix product of its unfolded windows:
+    a conv call would have oneDNN reorder the whole weight again (as much work as the main
+    conv on 1 s of audio for the widest layers), and torch's fallback is slower still."""
+    b, c, n = x.shape
+    k, s, d = weight.shape[-1], stride, dilation
+    outputs = (n - (k - 1) * d - 1) // s + 1
+    rows = x.transpose(1, 2).contiguous()  # [B, T, C]
+    windows = rows.as_strided((b, outputs, k, c), (n * c, s * c, d * c, 1)).reshape(b, outputs, k * c)
+    w = weight.permute(0, 2, 1).reshape(weight.shape[0], k * c)  # a view for a channels-last weight
+    return torch.addmm(bias, windows.reshape(b * outputs, k * c), w.t()).view(b, outputs, -1).transpose(1, 2)
+
+
+def _pad_channels_last(x: torch.Tensor, pad: int, pad_mode: str) -> torch.Tensor:
+    """F.pad(x, (pad, pad), mode) for a channels-last [B,C,T], keeping the layout. Plain copies
+    (the same values as F.pad): 3-D padding would return NCW, and 4-D replication padding of a
+    channels-last tensor is ~10x slower than copying."""
+    b, c, t = x.shape
+    if pad_mode == "reflect" and pad >= t:
+        return F.pad(x.contiguous(), (pad, pad), mode="reflect")  # raises torch's own error
+    out = x.new_empty(b, t + 2 * pad, c).transpose(1, 2)
+    out[..., pad : pad + t].copy_(x)
+    left, right = out[..., :pad], out[..., pad + t :]
+    if pad_mode == "zeros":
+        left.zero_()
+        right.zero_()
+    elif pad_mode == "replicate":
+        left.copy_(x[..., :1].expand(-1, -1, pad))
+        right.copy_(x[..., -1:].expand(-1, -1, pad))
+    else:  # reflect about the first and last samples
+        left.copy_(x[..., 1 : pad + 1].flip(-1))
+        right.copy_(x[..., t - pad - 1 : t - 1].flip(-1))
+    return out
+
+
+# ---- convolutions -------------------------------------------------------------------------------
+class FastConv1d(Conv1d):
+    """`Conv1d`, channels-last when `channels_last` (set by `apply`) and on CPU."""
+
+    channels_last = False
+
+    def _cl(self, x: torch.Tensor) -> bool:
+        return self.channels_last and x.device.type == "cpu"
+
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None) -> torch.Tensor:
+        if not self._cl(x):
+            # NCW: oneDNN would pick its channels-last kernel for a channels-last input
+            return super().forward(x.contiguous(), ragged, out_ragged)
+        y = None
+        if ragged is None or ragged.mode != "edge":
+            y = self._edge_patched(x)
+        if y is None:
+            padded = _pad_channels_last(to_channels_last(x), self.padding, self.pad_mode) if self.padding else None
+            x = pad_with_context(x, self.padding, self.pad_mode, ragged, padded=padded)
+            y = conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation, channels_last=True)
+        out_ragged = out_ragged or ragged
+        if out_ragged is not None and out_ragged.mode == "mask":
+            y = out_ragged.mask(y)
+        return y
+
+    def unpadded(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._cl(x):
+            return conv1d(x.contiguous(), self.weight, self.bias, stride=self.stride, dilation=self.dilation)
+        if x.shape[-1] * x.shape[1] < SHORT_PIECE_VALUES:
+            return unfolded_conv(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
+        return conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation, channels_last=True)
+
+    def _edge_patched(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The padded conv without a padded copy of the whole input.
+
+        The conv runs with its own zero padding; only the few outputs whose window reaches into
+        the padding differ from the replicate/reflect result, and those are recomputed from short
+        explicitly padded edge segments. None when the input is too short for that (the caller
+        then pads the whole input).
+        """
+        p, s, n = self.padding, self.stride, x.shape[-1]
+
+        def conv(z, padding=0):
+            return conv1d(z, self.weight, self.bias, stride=s, dilation=self.dilation, padding=padding, channels_last=True)
+
+        if self.pad_mode == "zeros" or p == 0:
+            return conv(x, p)
+        span = (self.weight.shape[-1] - 1) * self.dilation + 1
+        outputs = (n + 2 * p - span) // s + 1
+        left = -(-p // s)  # outputs [0, left) read the left padding
+        right = max(0, -(-(n + p - span + 1) // s))  # outputs [right, outputs) read the right padding
+        right_start = right * s - p  # first raw input sample those outputs read
+        left_stop = (left - 1) * s + span - p  # raw inputs [0, left_stop) feed the left outputs
+        if right <= left or right_start < 0 or left_stop > n or outputs <= 0:
+            return None
+        if self.pad_mode == "reflect" and p >= n:
+            return None
+        # Both edge segments get one length L (the left one reaching further right, the right one
+        # starting `j` outputs earlier) and run as one small matrix product on a doubled batch.
+        j = min(right, (n + 2 * p - (p + left_stop)) // s)
+        length = n + 2 * p - j * s
+        if j < left or length - p > n:
+            return None
+        y = conv(x, p)
+        if self.pad_mode == "replicate":
+            head, tail = x[..., :1].expand(-1, -1, p), x[..., -1:].expand(-1, -1, p)
+        else:
+            head, tail = x[..., 1 : p + 1].flip(-1), x[..., n - p - 1 : n - 1].flip(-1)
+        b = x.shape[0]
+        edges = torch.cat([cat_time([head, x[..., : length - p]]), cat_time([x[..., j * s - p :], tail])], 0)
+        e = unfolded_conv(edges, self.weight, self.bias, stride=s, dilation=self.dilation)
+        y[..., :left] = e[:b, :, :left]
+        y[..., right:] = e[b:, :, right - j :]
+        return y
+
+
+# Pieces of fewer input values than this (80 KiB of float32) are convolved as one matrix product of
+# their windows (streaming encoder): a conv call would first reorder the whole weight, as much work
+# as the conv itself for such pieces; above it, the conv call's faster kernel wins.
+SHORT_PIECE_VALUES = 20480
+
+# A chunk at least this many times the conv's context is patched rather than copied behind its
+# past. Estimated from the decoder's shapes: the patch's product (context x k*C x C) stays well
+# under the chunk copy (n x C) above this; measured overall, a 10 s decode's torch.cat time went
+# from 256 to 20 ms for 37 ms of patch products.
+_PATCH_MIN_RATIO = 64
+
+
+class FastCausalConv1d(CausalConv1d):
+    """`CausalConv1d`, channels-last when `channels_last` (set by `apply`) and on CPU."""
+
+    channels_last = False
+
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        if not (self.channels_last and x.device.type == "cpu"):
+            # NCW: oneDNN would pick its channels-last kernel for a channels-last input
+            return super().forward(x.contiguous(), state)
+        if state is None:
+            # the conv's own zero padding on both sides, the right-hand outputs dropped: no padded
+            # copy of the input, and `context` extra outputs computed (<= 50 samples)
+            n = x.shape[-1]
+            y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=self.context, channels_last=True)
+            return y[..., :n]  # a view; channels-last rows, each item's contiguous
+        if self.context:
+            past = state.get(self)
+            if past is None:
+                past = to_channels_last(x.new_zeros(x.shape[0], x.shape[1], self.context))
+            if x.shape[-1] >= _PATCH_MIN_RATIO * self.context:
+                return self._patched_chunk(x, past, state)
+            x = cat_time([past, x])
+            state[self] = own_time(x[..., -self.context :])
+        return conv1d(x, self.weight, self.bias, dilation=self.dilation, channels_last=True)
+
+    def _patched_chunk(self, x: torch.Tensor, past: torch.Tensor, state: dict) -> torch.Tensor:
+        """A long chunk without copying it behind its past: the conv with zero padding, then the
+        first `context` outputs (the ones that read the past) recomputed from past + chunk head."""
+        c, n = self.context, x.shape[-1]
+        state[self] = own_time(x[..., -c:])
+        y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=c, channels_last=True)[..., :n]
+        y[..., :c] = unfolded_conv(cat_time([past, x[..., :c]]), self.weight, self.bias, dilation=self.dilation)
+        return y
+
+
+# ---- (Half)Snake on channels-last memory ---------------------------------------------------------
+def _rows_of(x: torch.Tensor) -> torch.Tensor | None:
+    """The `[B,T,C]` rows of a channels-last `[B,C,T]` (each item's rows contiguous), else None."""
+    if x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1 and x.stride(2) == x.shape[1]:
+        return x.transpose(1, 2)
+    return None
+
+
+# Time steps per tile: per-channel constants tiled over this many steps give the elementwise ops
+# long unit-stride inner loops (a [C]-vector broadcast over [T,C] rows loops C at a time, on the
+# scalar path for C < 16: 2-5x slower, measured).
+_TILE_ELEMENTS = 4096
+
+
+@functools.lru_cache(maxsize=256)
+def _steps_per_tile(t: int, c: int) -> int | None:
+    """A divisor of `t` near `_TILE_ELEMENTS / c` (decoder lengths are frames x the stage's
+    upsampling product, which always has one), or None."""
+    want = max(1, _TILE_ELEMENTS // c)
+    for d in range(3 * want):
+        for k in (want + d, want - d):
+            if 1 <= k <= t and t % k == 0:
+                return k
+    return None
+
+
+def snake_rows(rows: torch.Tensor, alpha: torch.Tensor, snake_channels: int) -> torch.Tensor:
+    """(Half)Snake on channels-last memory: `rows` [B,T,C] (each item's rows contiguous) -> new
+    [B,T,C]: Snake on the first `snake_channels`, leaky ReLU on the rest.
+
+    The per-channel constants are tiled over `k` time steps, so that every op runs at full
+    vector width: Snake on all channels with alpha = 1/(alpha+eps) = 0 on the leaky-ReLU ones
+    (the term is then exactly 0), then one PReLU with slope 1 on the Snake channels (x > 0 ? x :
+    1*x, exact) and NeMo's 0.01 on the others. Per element the same IEEE operations as NeMo's."""
+    b, t, c = rows.shape
+    n = snake_channels
+    a = alpha.reshape(-1).to(rows.dtype)
+    per_channel = rows.new_zeros(3, c)
+    per_channel[0, :n] = a
+    per_channel[1, :n] = (a + SNAKE_EPS).reciprocal()
+    per_channel[2, :n] = 1.0
+    per_channel[2, n:] = LRELU_SLOPE
+    k = _steps_per_tile(t, c)
+    if k is None:  # no tiling: per-channel broadcasting (correct, slower)
+        out = snake(rows, per_channel[0], inv_alpha=per_channel[1])
+        if n < c:
+            torch.ops.aten.leaky_relu.out(rows[..., n:], LRELU_SLOPE, out=out[..., n:])
+        return out
+    alpha_t, inv_t, slope_t = per_channel.repeat(1, k)
+    out = snake(rows.reshape(b, t // k, k * c), alpha_t, inv_alpha=inv_t)  # a view of rows; new out
+    if n < c:
+        out = nn.functional.prelu(out.reshape(-1, k * c), slope_t)
+    return out.view(b, t, c)
+
+
+class FastSnake(Snake):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = None if needs_grad(x, self.alpha) else _rows_of(x)
+        if rows is None:
+            return super().forward(x)
+        return snake_rows(rows, self.alpha, x.shape[1]).transpose(1, 2)  # stays channels-last
+
+
+class FastHalfSnake(HalfSnake):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = None if needs_grad(x, self.alpha) else _rows_of(x)
+        if rows is None:
+            return super().forward(x)
+        return snake_rows(rows, self.alpha, self.snake_channels).transpose(1, 2)
+
+
+class FastResLayer(ResLayer):
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
+        # every block reads x: laid out once as their convs take it, not converted again by each
+        first = self.blocks[0].units[0].input_conv
+        if getattr(first, "channels_last", False) and x.device.type == "cpu":
+            x = to_channels_last(x)
+        return super().forward(x, ragged, state)
+
+
+# ---- applying the backend to a model --------------------------------------------------------------
+FAST = {Conv1d: FastConv1d, CausalConv1d: FastCausalConv1d, Snake: FastSnake, HalfSnake: FastHalfSnake,
+        ResLayer: FastResLayer}
+REFERENCE = {fast: base for base, fast in FAST.items()}
+CONVS = (FastConv1d, FastCausalConv1d)
+
+
+def _eligible(model) -> set[int]:
+    """ids of the convs this backend may run channels-last (the rest stay NCW, module docstring)."""
+    out = set()
+    if model.config.encoder.activation in ("lrelu", "elu"):
+        out |= {id(m) for m in model.encoder.modules() if isinstance(m, Conv1d)}
+    out |= {id(m) for m in model.decoder.modules() if isinstance(m, (Conv1d, CausalConv1d))}
+    out.discard(id(model.decoder.pre_conv))
+    return out
+
+
+def swap_in(module: nn.Module, channels_last: bool = False) -> nn.Module:
+    """Make one module this backend's (a conv channels-last or not); other modules are left alone."""
+    fast = FAST.get(type(module))
+    if fast is not None:
+        module.__class__ = fast
+    if isinstance(module, CONVS):
+        module.channels_last = channels_last
+        _lay_out(module.weight, channels_last)
+    return module
+
+
+def swap_out(module: nn.Module) -> nn.Module:
+    """Back to the reference module (NeMo's NCW numerics), its weight laid out NCW."""
+    base = REFERENCE.get(type(module))
+    if base is not None:
+        if isinstance(module, CONVS):
+            _lay_out(module.weight, False)
+            del module.channels_last
+        module.__class__ = base
+    return module
+
+
+def apply(model, *, force: bool = False) -> dict:
+    """Swap `model`'s modules for this backend's and decide each conv's layout once: channels-last
+    where eligible and (unless `force`) `accuracy_gate` accepts its shape at the current thread
+    count. Returns {"channels_last": n, "ncw": m} (convs)."""
+    eligible = _eligible(model)
+    counts = {"channels_last": 0, "ncw": 0}
+    for module in model.modules():
+        cl = False
+        if isinstance(module, (Conv1d, CausalConv1d)):
+            cl = id(module) in eligible and (force or accuracy_gate.channels_last_accurate(
+                module.weight, getattr(module, "stride", 1), module.dilation))
+            counts["channels_last" if cl else "ncw"] += 1
+        swap_in(module, cl)
+    return counts
+
+
+def revert(model) -> None:
+    """Every module back to the reference (NeMo's NCW numerics)."""
+    for module in model.modules():
+        swap_out(module)
