@@ -126,6 +126,22 @@ def test_tokenize_command(capsys, base_folder, tmp_path):
     assert [json.loads(ln)["path"] for ln in lines] == ["a.wav", "sub/b.flac"]
 
 
+def test_convert_command_is_the_converter(capsys, base_folder, tmp_path):
+    """`nanocodec convert` (for pip users, contracts §3) writes what `python -m convert` wrote for the
+    suite's base folder, byte for byte; a bad checkpoint exits 2 with one line and writes nothing."""
+    nemo = fixtures.FIXTURES / "models" / "nano0p6_replicate.nemo"
+    rc, out, err = nc(capsys, "convert", nemo, tmp_path / "m")
+    assert rc == 0, err
+    assert "wrote" in out
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == (base_folder / "model.safetensors").read_bytes()
+    assert (tmp_path / "m" / "config.json").read_bytes() == (base_folder / "config.json").read_bytes()
+    bad = tmp_path / "bad.nemo"
+    bad.write_bytes(b"not a tar at all" * 64)
+    rc, _, err = nc(capsys, "convert", bad, tmp_path / "n")
+    assert rc == 2 and err.count("\n") == 1 and "not a .nemo archive" in err
+    assert not (tmp_path / "n").exists()
+
+
 def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"garbage")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")

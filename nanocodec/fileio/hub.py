@@ -23,7 +23,7 @@ NEMO_PREFIXES = ("audio_encoder.", "audio_decoder.", "vector_quantizer.")
 
 
 def convert_command(source: str, options: str = "") -> str:
-    return f"python -m nanocodec.convert {source} OUT{options}  (then load OUT)"
+    return f"nanocodec convert {source} OUT{options} (or python -m nanocodec.convert ...), then load OUT"
 
 
 def _resolve(path_or_repo_id, revision, **hub_kwargs) -> Path:
