@@ -102,14 +102,9 @@ class AudioCodecModel(nn.Module):
 
         if backend not in BACKENDS:
             raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if resolve(backend, self.device.type) == "cpu":
-            cpu.revert(self)
-            self.conv_paths = cpu.apply(self, force=force_channels_last)
-            self.backend = "cpu"
-        else:
-            cpu.revert(self)
-            self.conv_paths = None
-            self.backend = "reference"
+        cpu.revert(self)  # the reference modules: what every backend starts from
+        self.backend = resolve(backend, self.device.type)
+        self.conv_paths = cpu.apply(self, force=force_channels_last) if self.backend == "cpu" else None
         return self
 
     def set_conv_layout(self, layout: str = "auto") -> "AudioCodecModel":

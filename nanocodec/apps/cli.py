@@ -204,17 +204,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_convert(args) -> int:
-    """`nanocodec convert SRC OUT`: the converter of `python -m convert` (contracts §3), one implementation."""
-    from ..convert.converter import convert
-
-    report = convert(args.src, args.out, overwrite=args.overwrite, preset=args.preset, revision=args.revision)
-    if not getattr(args, "quiet", False):
-        print(report.summary())
-        print(f"wrote {args.out}")
-    return 0
-
-
 def cmd_tokenize(args) -> int:
     from .corpus import tokenize
 
@@ -325,18 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs reserved per Ray encode actor, also its torch threads (default 1)")
     s.set_defaults(func=cmd_tokenize)
 
-    from ..presets import PRESETS  # torch-free: the preset names for --preset
+    from ..convert import command as convert_command  # torch-free until a conversion runs
 
     s = sub.add_parser("convert", help="a NeMo checkpoint -> a nanocodec model folder",
                        description="Convert a .nemo (file or hub repo holding one) or a folder of NeMo-named "
                                    "safetensors into a nanocodec model folder (config.json + model.safetensors).")
-    s.add_argument("src", metavar="SRC", help=".nemo file, hub repo id holding one, or a folder of NeMo-named safetensors")
-    s.add_argument("out", metavar="OUT", help="output folder (absent or empty unless --overwrite)")
-    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    s.add_argument("--preset", choices=sorted(PRESETS), help="architecture for sources that carry none")
-    s.add_argument("--revision", help="hub revision (defaults to the pinned one for official repos)")
+    convert_command.add_arguments(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no summary")
-    s.set_defaults(func=cmd_convert)
+    s.set_defaults(func=convert_command.run)
     return p
 
 

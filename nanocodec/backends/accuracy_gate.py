@@ -3,8 +3,9 @@
 oneDNN's channels-last float32 conv kernels are faster than its NCW ones on some CPUs, but their
 summation order is not the same everywhere: on a 2-core AMD EPYC (Zen 5, torch 2.13) the error of
 a channels-last 864->864 x7 conv against float64 is 5-8x NCW's (2e-6 vs 3.3e-7 relative), enough to
-flip tokens past contracts §5's budget on 60 s inputs, while on an Intel Xeon with AMX the same
-conv is as accurate as NCW. So before a conv shape runs channels-last under layout "auto", its two
+flip tokens past contracts §5's budget on 60 s inputs, while on the Intel Xeon (AVX-512 + AMX)
+the ungated channels-last model stayed within 1.4e-6 of NeMo's latents (that session's figures; the
+gate has not yet run there shape by shape). So before a conv shape runs channels-last under layout "auto", its two
 float32 paths (the channels-last conv and the unfolded matrix product used for edges and short
 pieces) are measured once against float64 on seeded inputs of that shape; the shape runs
 channels-last only if both are within `ACCURACY_FACTOR` of NCW's own error on the same input.
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 # NCW's error is that of a well-blocked float32 sum; "as accurate" allows one half-bit more
-# (x1.5): measured on the AMD EPYC, 24-27 channel convs come out at 1.0-1.5x (kept channels-last),
-# 48 channels and up at 2.4-8x (sent to NCW); on the Intel Xeon every shape was within 1.5x.
+# (x1.5). Measured (RMS) on the AMD EPYC: 24-27 channel convs come out at 1.0-1.4x (kept
+# channels-last), 48-54 channels at 1.6-1.9x, 96-432 at 2.2-4.8x (sent to NCW).
 ACCURACY_FACTOR = 1.5
 # values compared per shape: the RMS error over 2^15 outputs is stable to ~0.5%
 _SAMPLES = 1 << 15

@@ -82,7 +82,7 @@ def unfolded_conv(x: torch.Tensor, weight: torch.Tensor, bias, *, stride: int = 
 
 
 def _pad_channels_last(x: torch.Tensor, pad: int, pad_mode: str) -> torch.Tensor:
-    """F.pad(x, (pad, pad), mode) for a channels-last [B,C,T], keeping the layout. Plain copies
+    """F.pad(x, (pad, pad), mode) of a [B,C,T] in any layout, laid out channels-last. Plain copies
     (the same values as F.pad): 3-D padding would return NCW, and 4-D replication padding of a
     channels-last tensor is ~10x slower than copying."""
     b, c, t = x.shape
@@ -120,7 +120,7 @@ class FastConv1d(Conv1d):
         if ragged is None or ragged.mode != "edge":
             y = self._edge_patched(x)
         if y is None:
-            padded = _pad_channels_last(to_channels_last(x), self.padding, self.pad_mode) if self.padding else None
+            padded = _pad_channels_last(x, self.padding, self.pad_mode) if self.padding else None
             x = pad_with_context(x, self.padding, self.pad_mode, ragged, padded=padded)
             y = conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation, channels_last=True)
         out_ragged = out_ragged or ragged

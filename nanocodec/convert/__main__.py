@@ -8,27 +8,19 @@ import argparse
 import sys
 
 from nanocodec.errors import NanoCodecError
-from nanocodec.presets import PRESETS
+
+from .command import add_arguments, run
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanocodec.convert", description="Convert a NeMo NanoCodec to nanocodec release weights.")
-    parser.add_argument("src", help=".nemo file, hub repo id holding one, or a folder of NeMo-named safetensors")
-    parser.add_argument("out", help="output folder (absent or empty unless --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture for sources that carry none")
-    parser.add_argument("--revision", help="hub revision (defaults to the pinned one for official repos)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    from .converter import convert
-
     try:
-        report = convert(args.src, args.out, overwrite=args.overwrite, preset=args.preset, revision=args.revision)
+        return run(args)
     except NanoCodecError as e:
         print(f"convert: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
-    print(report.summary())
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ the exact command that converts them.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
