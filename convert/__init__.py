@@ -7,9 +7,10 @@ patches a limit on one patches it on the other (contracts §3: one implementatio
 import sys
 
 from nanocodec import convert as _convert
-from nanocodec.convert import archive, converter, keymap, model_card, nemo_config
+from nanocodec.convert import archive, cache, converter, identify, keymap, model_card, nemo_config, sources
 
 __version__ = _convert.__version__
-for _name, _module in {"archive": archive, "converter": converter, "keymap": keymap, "model_card": model_card,
-                       "nemo_config": nemo_config}.items():
+for _name, _module in {"archive": archive, "cache": cache, "converter": converter, "identify": identify,
+                       "keymap": keymap, "model_card": model_card, "nemo_config": nemo_config,
+                       "sources": sources}.items():
     sys.modules[f"{__name__}.{_name}"] = _module

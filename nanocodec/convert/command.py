@@ -11,7 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help=".nemo file, hub repo id holding one, or a folder of NeMo-named safetensors")
     parser.add_argument("out", metavar="OUT", help="output folder (absent or empty unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture for sources that carry none")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="architecture of NeMo-named safetensors, which carry none (default: identified from "
+                             "their tensor shapes among the presets)")
     parser.add_argument("--revision", help="hub revision (defaults to the pinned one for official repos)")
 
 

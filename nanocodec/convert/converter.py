@@ -1,10 +1,8 @@
 """The conversion itself: source -> (config, folded weights) -> release folder with a report."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -13,13 +11,15 @@ from nanocodec import AudioCodecModel
 from nanocodec.config import NanoCodecConfig
 from nanocodec.errors import CheckpointError, InvalidInputError
 from nanocodec.fileio.hub import check_state_dict, save_pretrained
-from nanocodec.presets import PRESETS, preset_for_hub_id
+from nanocodec.presets import PRESETS
 
 from . import __version__
 from .archive import read_nemo
+from .identify import identify
 from .keymap import DROP_RULES, map_state_dict
-from .nemo_config import config_from_yaml
 from .model_card import model_card
+from .nemo_config import config_from_yaml
+from .sources import CONFIG_NAME, NANOCODEC, NEMO, SAFETENSORS, Source, check_size, locate, safetensors_shapes
 
 
 @dataclass
@@ -60,96 +60,69 @@ class Report:
         return "\n".join(lines)
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def architecture(source: Source, preset: str | NanoCodecConfig | None) -> tuple[NanoCodecConfig, list[str]]:
+    """The architecture of NeMo-named safetensors, which carry none, and the report's notes on it:
+    `preset` as given (a preset's name, or any NanoCodecConfig, e.g. a reduced-width test model's),
+    else the one preset whose shapes the tensors have (nanocodec/convert/identify.py)."""
+    if isinstance(preset, NanoCodecConfig):
+        return preset, [f"architecture from the config passed in (sha256 {preset.sha256()[:16]})"]
+    if preset is not None:
+        if preset not in PRESETS:
+            raise CheckpointError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        chosen, how = PRESETS[preset], "named"
+    else:
+        shapes = {}
+        for f in source.files:
+            shapes.update(safetensors_shapes(f))
+        chosen, how = identify(shapes, sample_rate=source.sample_rate, source=source.label), "identified from its tensor shapes"
+    notes = [f"architecture from preset {chosen.name} ({how})"]
+    notes += [f"preset {chosen.name} assumes: {a}" for a in chosen.assumptions]
+    return chosen.config(), notes
 
 
-def download_nemo(repo_id: str, revision: str | None) -> Path:
-    """Fetch `<repo basename>.nemo` (NeMo's own naming) from the hub, pinned and verified when known."""
-    from huggingface_hub import hf_hub_download
-
-    preset = preset_for_hub_id(repo_id)
-    filename = preset.nemo_filename if preset else repo_id.rsplit("/", 1)[-1] + ".nemo"
-    revision = revision or (preset.revision if preset else None)
-    try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision))
-    except Exception as e:
-        raise CheckpointError(f"could not download {filename} from {repo_id} (revision {revision}): {e}") from None
-    if preset and preset.sha256 and revision == preset.revision:
-        digest = sha256_file(path)
-        if digest != preset.sha256:
-            raise CheckpointError(f"{path}: sha256 {digest} is not the pinned {preset.sha256}; refusing it")
-    return path
-
-
-def download_safetensors(repo_id: str, revision: str | None) -> str:
-    """A hub repo of NeMo-named safetensors (the PyPI port's re-export), as a local folder."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(repo_id, revision=revision, allow_patterns=["*.safetensors"])
-    except Exception as e:
-        raise CheckpointError(f"could not download {repo_id} (revision {revision}): {e}") from None
-
-
-def load_source(src: str, preset_name: str | None, revision: str | None, config: NanoCodecConfig | None = None):
-    """-> (config, NeMo-named state dict, report skeleton). `config` (or `preset_name`): the architecture
-    of a source that carries none (NeMo-named safetensors); a .nemo brings its own yaml."""
-    path = Path(src)
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            nemo = sorted(path.glob("*.nemo"))
-            if len(nemo) == 1:
-                return load_source(str(nemo[0]), preset_name, revision, config)
-            raise CheckpointError(f"{src}: no .nemo and no NeMo-named .safetensors inside")
-        if config is None and not preset_name:
-            raise CheckpointError(
-                f"{src} holds bare safetensors with no architecture; name it with --preset ({', '.join(PRESETS)})"
-            )
-        if config is None and preset_name not in PRESETS:
-            raise CheckpointError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-        preset = PRESETS[preset_name] if config is None else None
+def read_source(source: Source, preset: str | NanoCodecConfig | None = None):
+    """-> (config, NeMo-named state dict, report skeleton). `preset`: the architecture of a source that
+    carries none (NeMo-named safetensors; see `architecture`); a .nemo brings its own yaml."""
+    if source.kind == NANOCODEC:
+        raise CheckpointError(f"{source.label} is already in nanocodec's layout; load it with from_pretrained, "
+                              "there is nothing to convert")
+    if source.kind == SAFETENSORS:
+        check_size(source.files, source.label)
+        config, notes = architecture(source, preset)
         state = {}
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(f.read_bytes())
+        for f in source.files:
             try:
                 state.update(load_file(str(f)))
             except Exception as e:  # safetensors raises its own error types for corrupt files
                 raise CheckpointError(f"{f} is not a readable safetensors file: {e}") from None
-        if preset is None:
-            notes = [f"architecture from the config passed in (sha256 {config.sha256()[:16]})"]
-        else:
-            notes = [f"architecture from preset {preset.name}: {a}" for a in preset.assumptions] or [
-                f"architecture from preset {preset.name}"]
-        report = Report(str(src), digest.hexdigest(), "NeMo-named safetensors", None, config_notes=notes)
-        return (preset.config() if preset else config), state, report
-    if not path.exists():
-        if src.count("/") == 1 and not src.startswith((".", "/")) and (preset_name or config is not None):
-            return load_source(download_safetensors(src, revision), preset_name, revision, config)
-        if src.count("/") == 1 and not src.startswith((".", "/")):
-            path = download_nemo(src, revision)
-        else:
-            raise CheckpointError(f"{src}: no such file or folder")
-    if config is not None:
-        raise InvalidInputError(f"{src} is a .nemo: its own model_config.yaml gives the architecture; pass no config")
-    archive = read_nemo(path)
-    config, notes = config_from_yaml(archive.config, source=str(path))
-    report = Report(str(src), sha256_file(path), ".nemo", archive.config.get("nemo_version"), config_notes=notes,
+        if source.port_config:
+            notes.append(f"{CONFIG_NAME} beside the weights (the PyPI port's, not an architecture) read for its "
+                         f"sample_rate only: {source.sample_rate}")
+        return config, state, Report(source.label, source.sha256(), SAFETENSORS, None, config_notes=notes)
+    if preset is not None:
+        raise InvalidInputError(f"{source.label} is a .nemo: its own model_config.yaml gives the architecture; "
+                                "pass no preset (--preset) or config")
+    archive = read_nemo(source.path)
+    config, notes = config_from_yaml(archive.config, source=str(source.path))
+    report = Report(source.label, source.sha256(), NEMO, archive.config.get("nemo_version"), config_notes=notes,
                     ignored_members=archive.ignored_members)
     return config, archive.state_dict, report
 
 
-def convert(src: str, out: str, *, overwrite: bool = False, preset: str | None = None, revision: str | None = None,
-            config: NanoCodecConfig | None = None) -> Report:
-    """Convert `src` into `out` (contracts §3). `preset` (a name in PRESETS) or `config` (any
-    NanoCodecConfig, e.g. a reduced-width test model's) is the architecture of a source without one."""
-    config, nemo_state, report = load_source(src, preset, revision, config)
+def convert(src, out, *, overwrite: bool = False, preset: str | NanoCodecConfig | None = None,
+            revision: str | None = None, config: NanoCodecConfig | None = None, **hub_kwargs) -> Report:
+    """Convert `src` (a path or hub repo id: nanocodec/convert/sources.py) into `out` (contracts §3).
+    `preset` (a name in PRESETS or a NanoCodecConfig; `config` is the older name for the latter) is the
+    architecture of a source without one; absent, it is identified from the tensor shapes."""
+    if config is not None and preset is not None:
+        raise InvalidInputError("pass preset= or config=, not both")
+    return convert_source(locate(src, revision, **hub_kwargs), out, overwrite=overwrite,
+                          preset=config if config is not None else preset)
+
+
+def convert_source(source: Source, out, *, overwrite: bool = False, preset: str | NanoCodecConfig | None = None) -> Report:
+    """Convert a located source into the release folder `out`."""
+    config, nemo_state, report = read_source(source, preset)
     mapping = map_state_dict(nemo_state, config)
     del nemo_state
     with torch.device("meta"):

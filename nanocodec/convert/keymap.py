@@ -77,6 +77,32 @@ def _check_fsq_constants(state: dict, config: NanoCodecConfig) -> None:
             raise CheckpointError(f"{key} = {tensor.flatten().tolist()} disagrees with the config's {expected}")
 
 
+def target_name(key: str) -> tuple[str, str] | None:
+    """(our name, map rule) for a NeMo tensor name, or None when no map rule takes it. A weight-norm
+    pair keeps its NeMo leaf (`...original0` / `weight_g`, `...original1` / `weight_v`) for folding."""
+    for rule, pattern, template in MAP_RULES:
+        m = pattern.fullmatch(key)
+        if m:
+            return template.format(**m.groupdict()), rule
+    return None
+
+
+def drop_rule(key: str) -> str | None:
+    """The DROP_RULES rule that drops this NeMo tensor name, or None."""
+    for rule, pattern, _why in DROP_RULES:
+        if pattern.fullmatch(key):
+            return rule
+    return None
+
+
+def weight_norm_part(target: str) -> tuple[str, str] | None:
+    """(conv stem, "g" or "v") for a weight-norm tensor's mapped name, else None."""
+    for suffix in _G + _V:
+        if target.endswith("." + suffix):
+            return target[: -len(suffix) - 1], "g" if suffix in _G else "v"
+    return None
+
+
 def map_state_dict(nemo_state: dict[str, torch.Tensor], config: NanoCodecConfig) -> Mapping:
     """Consumes `nemo_state` (tensors are popped as they are mapped, so that folding a
     full-size checkpoint never holds two copies of it)."""
@@ -86,28 +112,20 @@ def map_state_dict(nemo_state: dict[str, torch.Tensor], config: NanoCodecConfig)
     unknown = []
     for key in sorted(nemo_state):
         tensor = nemo_state.pop(key)
-        target = None
-        for rule, pattern, template in MAP_RULES:
-            m = pattern.fullmatch(key)
-            if m:
-                target = template.format(**m.groupdict())
-                result.mapped[rule] += 1
-                break
-        if target is None:
-            for rule, pattern, _why in DROP_RULES:
-                if pattern.fullmatch(key):
-                    result.dropped[rule] += 1
-                    break
+        mapped = target_name(key)
+        if mapped is None:
+            dropped = drop_rule(key)
+            if dropped:
+                result.dropped[dropped] += 1
             else:
                 unknown.append(key)
             continue
+        target, rule = mapped
+        result.mapped[rule] += 1
         result.nemo_inference_params += tensor.numel()
-        stem, _, leaf = target.rpartition(".")
-        for suffix in _G + _V:
-            if target.endswith("." + suffix):
-                stem = target[: -len(suffix) - 1]
-                pending[stem]["g" if suffix in _G else "v"] = tensor
-                break
+        part = weight_norm_part(target)
+        if part:
+            pending[part[0]][part[1]] = tensor
         else:
             if target in result.state_dict:
                 raise CheckpointError(f"{key}: a second tensor for {target}")

@@ -1,12 +1,14 @@
-"""`from_pretrained` / `save_pretrained` in the hub layout: `config.json` + `model.safetensors`.
+"""`from_pretrained` / `save_pretrained`: nanocodec's layout is `config.json` + `model.safetensors`.
 
-Loading is strict (every tensor present, none extra, same shapes and dtypes, all finite) and
-never executes code: safetensors and JSON only. A `.nemo` or NeMo-named weights are refused with
-the exact command that converts them.
+`from_pretrained` takes what exists in the world (contracts §1; nanocodec/convert/sources.py says how
+each source is recognised): a folder or hub repo in our layout is loaded strictly (every tensor present,
+none extra, same shapes and dtypes, all finite); a `.nemo` (a file, or NVIDIA's hub repo holding one) or
+NeMo-named safetensors (the PyPI port's re-export) are converted first by `nanocodec convert`'s own code
+and cached (nanocodec/convert/cache.py). Loading never executes code: safetensors and JSON only here,
+the converter's safe readers there.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -21,55 +23,27 @@ WEIGHTS_NAME = "model.safetensors"
 NEMO_PREFIXES = ("audio_encoder.", "audio_decoder.", "vector_quantizer.")
 
 
-def convert_command(source: str, options: str = "") -> str:
-    return f"nanocodec convert {source} OUT{options} (or python -m nanocodec.convert ...), then load OUT"
+def resolve(src, *, revision=None, preset=None, cache_dir=None, **hub_kwargs) -> Path:
+    """The folder in nanocodec's layout that `src` gives: itself, its hub snapshot, or its cached
+    conversion. `preset` (a preset name or a NanoCodecConfig): the architecture of NeMo-named
+    safetensors (otherwise identified from their shapes); `cache_dir`: huggingface_hub's download cache,
+    and the converted models' root beneath it (nanocodec/convert/cache.py)."""
+    from ..convert.cache import cache_root, converted_folder
+    from ..convert.sources import NANOCODEC, locate
 
-
-def _resolve(path_or_repo_id, revision, **hub_kwargs) -> Path:
-    path = Path(os.fspath(path_or_repo_id)).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_file():
-        if path.suffix == ".nemo":
-            raise CheckpointError(f"{path} is a NeMo checkpoint; convert it first: {convert_command(str(path))}")
-        raise CheckpointError(f"{path} is a file; from_pretrained takes a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
-    repo_id = str(path_or_repo_id)
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
-        raise CheckpointError(f"{repo_id!r} is neither an existing folder nor a hub repo id like 'owner/name'")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(
-            repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"], **hub_kwargs
-        )
-    except Exception as e:  # hub errors come in many types: one clear message instead
-        raise CheckpointError(f"could not download {repo_id!r} (revision {revision}): {e}") from None
-    folder = Path(folder)
-    if not (folder / CONFIG_NAME).exists():
-        if _repo_has_nemo(repo_id, revision):
-            raise CheckpointError(
-                f"{repo_id} holds a NeMo .nemo checkpoint, not nanocodec weights; convert it first: "
-                f"{convert_command(repo_id)}"
-            )
-        raise CheckpointError(f"{repo_id} has no {CONFIG_NAME}: it is not a nanocodec model repo")
-    return folder
-
-
-def _repo_has_nemo(repo_id, revision) -> bool:
-    try:
-        from huggingface_hub import list_repo_files
-
-        return any(name.endswith(".nemo") for name in list_repo_files(repo_id, revision=revision))
-    except Exception:
-        return False
+    if cache_dir is not None:
+        hub_kwargs["cache_dir"] = cache_dir
+    source = locate(src, revision, **hub_kwargs)
+    if source.kind != NANOCODEC:
+        return converted_folder(source, preset, cache_root(cache_dir))
+    if preset is not None:
+        raise InvalidInputError(f"{source.label} has its own {CONFIG_NAME} (nanocodec's layout); pass no preset")
+    return source.path
 
 
 def read_config(folder: Path) -> NanoCodecConfig:
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.exists():
-        nemo = sorted(folder.glob("*.nemo"))
-        if nemo:
-            raise CheckpointError(f"{folder} holds a NeMo checkpoint ({nemo[0].name}); convert it first: {convert_command(str(nemo[0]))}")
         raise CheckpointError(f"{folder} has no {CONFIG_NAME}; it is not a nanocodec model folder")
     if cfg_path.stat().st_size > 1 << 20:
         raise CheckpointError(f"{cfg_path} is larger than 1 MiB; it is not a nanocodec config")
@@ -89,8 +63,9 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
     if any(k.startswith(NEMO_PREFIXES) for k in state):
         raise CheckpointError(
-            f"{path} holds NeMo-named weights (e.g. the PyPI port's re-export); convert them first: "
-            f"{convert_command(str(folder), ' --preset NAME')}"
+            f"{path} holds NeMo-named weights (e.g. the PyPI port's re-export) beside nanocodec's {CONFIG_NAME}: "
+            f"remove that {CONFIG_NAME} and load the folder again (the architecture is then identified from the "
+            f"shapes, or named with preset=), or convert it: nanocodec convert {folder} OUT (python -m nanocodec.convert)"
         )
     return state
 
@@ -114,9 +89,9 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
             raise CheckpointError(f"tensor {key} holds NaN or Inf values; the checkpoint is corrupt")
 
 
-def load_pretrained(cls, path_or_repo_id, *, revision=None, device="cpu", dtype=torch.float32, backend="auto",
-                    **hub_kwargs):
-    folder = _resolve(path_or_repo_id, revision, **hub_kwargs)
+def load_pretrained(cls, src, *, revision=None, device="cpu", dtype=torch.float32, backend="auto", preset=None,
+                    cache_dir=None, **hub_kwargs):
+    folder = resolve(src, revision=revision, preset=preset, cache_dir=cache_dir, **hub_kwargs)
     config = read_config(folder)
     state = read_weights(folder)
     with torch.device("meta"):
