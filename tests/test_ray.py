@@ -1,6 +1,6 @@
 """`nanocodec tokenize --engine ray` (nanocodec/apps/ray_engine.py) on a local, loopback-only Ray cluster:
 the same shards (byte for byte) and manifests as the single-process engine, resume across engines,
-and an encode actor SIGKILLed mid-run."""
+incremental additions, an encode actor SIGKILLed mid-run, and a file that kills its actor every time."""
 import json
 import os
 import shutil
@@ -21,7 +21,7 @@ from nanocodec.apps import corpus as tk  # noqa: E402
 from nanocodec.apps import ray_engine  # noqa: E402
 from nanocodec.apps.cli import main  # noqa: E402
 from nanocodec.errors import InvalidInputError  # noqa: E402
-from test_tokenize import BATCH, SHARD, make_corpus, manifest, snapshot  # noqa: E402
+from test_tokenize import BATCH, SHARD, add_files, inodes, make_corpus, manifest, snapshot  # noqa: E402
 from test_tokenize import model  # noqa: E402,F401  (the module fixture)
 
 pytestmark = [
@@ -129,10 +129,10 @@ def test_an_encoder_killed_mid_run_loses_and_duplicates_nothing(model, cluster, 
 
 
 class FailsOnShard2(ray_engine.Encoder):
-    def __call__(self, row):
+    def encode(self, row):
         if row["shard"] == "shard-000002.safetensors":
             raise RuntimeError("a bug in an encoder")
-        return super().__call__(row)
+        return super().encode(row)
 
 
 def test_a_failed_job_says_so_and_a_rerun_resumes(model, cluster, corpus, local, tmp_path):  # noqa: F811
@@ -146,6 +146,50 @@ def test_a_failed_job_says_so_and_a_rerun_resumes(model, cluster, corpus, local,
     res = tk.tokenize(corpus, out, model, model_ref=str(model.folder), shard_size=SHARD, batch_size=BATCH,
                       progress=False, log=lambda m: None)
     assert res.shards_skipped < 3 and res.encoded >= 2 and snapshot(out) == local[2]
+
+
+def test_additions_on_ray_encode_only_the_new_files(model, cluster, corpus, local, tmp_path):  # noqa: F811
+    grown = tmp_path / "corpus"
+    shutil.copytree(corpus, grown)
+    add_files(grown)
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    for d in (out, ref):
+        shutil.copytree(local[0], d)
+    old = inodes(out)
+    res = on_ray(model, grown, out, workers=1)
+    assert (res.encoded, res.new, res.kept, res.shards_skipped, res.shards) == (4, 4, 8, 3, 5)
+    assert {k: v for k, v in inodes(out).items() if k in old} == old  # old shards untouched
+    tk.tokenize(grown, ref, model, model_ref=str(model.folder), shard_size=SHARD, batch_size=BATCH,
+                progress=False, log=lambda m: None)
+    assert snapshot(out) == snapshot(ref)
+
+
+class PoisonKills(ray_engine.Encoder):
+    """Test-only: the actor process exits (as a segfault or an OOM kill would end it) whenever its
+    batch holds a file whose name contains "poison"."""
+
+    def encode(self, row):
+        if any("poison" in path for path in row["paths"]):
+            os._exit(1)
+        return super().encode(row)
+
+
+def test_a_file_that_kills_its_actor_is_blamed_alone_and_the_job_completes(model, cluster, corpus, local,  # noqa: F811
+                                                                           tmp_path):
+    poisoned = tmp_path / "corpus"
+    shutil.copytree(corpus, poisoned)
+    # as long as len_1763.wav, so that the two share a batch (shard 2: len_1700_poison, len_1763 | len_1764),
+    # and first in the file-by-file pass: an actor left dead by it would lose len_1763.wav too
+    shutil.copy(corpus / "len_1763.wav", poisoned / "len_1700_poison.wav")
+    out = tmp_path / "out"
+    res = on_ray(model, poisoned, out, workers=1, max_attempts=2, encoder_cls=PoisonKills)
+    assert res.encoded == 6 and sorted(p for p, _ in res.failed) == ["b/corrupt.wav", "empty.wav", "len_1700_poison.wav"]
+    errors = [json.loads(ln) for ln in (out / tk.ERRORS).read_text().splitlines()]
+    blamed = [e for e in errors if e["path"] == "len_1700_poison.wav"]
+    assert len(blamed) == 1 and "died 2 times" in blamed[0]["error"] and blamed[0]["shard"] == "shard-000002.safetensors"
+    assert manifest(out) == manifest(local[0])  # its batch-mate len_1763.wav was encoded (alone)
+    assert tokens_by_path(out) == tokens_by_path(local[0])
+    assert all(snapshot(out)[n] == local[2][n] for n in ("shard-000000.safetensors", "shard-000001.safetensors"))
 
 
 def test_cli_engine_ray(model, cluster, corpus, local, tmp_path, capsys):  # noqa: F811

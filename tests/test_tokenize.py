@@ -1,4 +1,6 @@
-"""Corpus tokenization (nanocodec/apps/corpus.py): manifest, shards, determinism, resume, crashes."""
+"""Corpus tokenization (nanocodec/apps/corpus.py): manifest, shards, determinism, resume, crashes, and
+incremental runs (added, changed and deleted files; a format-1 folder migrating)."""
+import contextlib
 import json
 import math
 import os
@@ -105,10 +107,21 @@ def test_manifest_shards_and_errors(model, reference):
     assert sorted(p.name for p in out.iterdir()) == [
         ".tokenize.lock", "errors.jsonl", "manifest.jsonl", "shard-000000.safetensors", "shard-000001.safetensors",
         "shard-000002.safetensors", "tokenize.json"]
-    shard = token_files.read(out / "shard-000000.safetensors")
+    shard_name0 = "shard-000000.safetensors"
+    shard = token_files.read(out / shard_name0)
     assert sorted(shard.tokens) == ["b/deep/int16.wav", "b/len_1765.wav"]
     assert shard.config_sha256 == model.config.sha256() and shard.metadata["shard"] == "shard-000000.safetensors"
     assert shard.model == str(Path(model.folder).resolve())
+    # the settings it ran under (contracts §10), in tokenize.json and in every shard
+    record = {"dtype": "float32", "tf32": False, "cudnn_benchmark": False, "backend": model.backend,
+              "device": "cpu", "torch": torch.__version__, "threads": 1}
+    state = json.loads((out / tk.STATE).read_text())
+    assert state["precision"] == record and (state["format_version"], state["next_shard"]) == (2, 3)
+    assert json.loads(shard.metadata["precision"]) == record
+    # a shard describes itself: its files' sha256 and durations, and its unreadable files
+    assert json.loads(shard.metadata["sources"]) == {
+        e["key"]: {"sha256": e["sha256"], "duration_s": e["duration_s"]} for e in entries if e["shard"] == shard_name0}
+    assert [e["path"] for e in json.loads(shard.metadata["errors"])] == ["b/corrupt.wav"]
 
 
 def test_tokens_equal_encoding_each_file_alone(model, reference):
@@ -147,19 +160,27 @@ def crash_copy(reference, tmp_path) -> Path:
     return out
 
 
-def resume(model, reference, out):
+@contextlib.contextmanager
+def counting():
+    """Counts the items the engine encodes (a list of batch sizes)."""
     calls = []
     orig = tk.encode_batch
     tk.encode_batch = lambda m, clips: calls.append(len(clips)) or orig(m, clips)
     try:
-        res = run(model, reference[0], out)
+        yield calls
     finally:
         tk.encode_batch = orig
+
+
+def resume(model, reference, out):
+    with counting() as calls:
+        res = run(model, reference[0], out)
     assert snapshot(out) == reference[3], "a resumed run must write what an uninterrupted run writes"
     return res, calls
 
 
 def test_resume_after_crash_before_manifest_lines(model, reference, tmp_path):
+    """A shard renamed in is committed (it describes itself): lines lost with the crash are rebuilt."""
     out = crash_copy(reference, tmp_path)
     lines = (out / tk.MANIFEST).read_text().splitlines(keepends=True)
     keep = [ln for ln in lines if "shard-000002" not in ln]
@@ -167,56 +188,227 @@ def test_resume_after_crash_before_manifest_lines(model, reference, tmp_path):
     (out / tk.MANIFEST).write_text("".join(keep) + torn)
     (out / ".shard-000002.safetensors.tmp-abc123").write_bytes(b"half a shard")
     res, calls = resume(model, reference, out)
-    assert res.shards_skipped == 2 and res.encoded == 2 and sum(calls) == 2
+    assert (res.shards_skipped, res.encoded, calls) == (3, 0, [])
 
 
 def test_resume_redoes_a_missing_middle_shard_and_restores_order(model, reference, tmp_path):
     out = crash_copy(reference, tmp_path)
     (out / "shard-000001.safetensors").unlink()
     res, calls = resume(model, reference, out)
-    assert res.shards_skipped == 2 and sum(calls) == 2  # shard 1 holds len_1 and len_1763 (empty.wav failed)
+    # shard 1 holds b/stereo44k.flac and len_1.wav (empty.wav fails again): redone under its name
+    assert res.shards_skipped == 2 and sum(calls) == 2 and res.encoded == 2
 
 
-def test_resume_never_duplicates(model, reference, tmp_path):
+def test_damaged_logs_never_duplicate(model, reference, tmp_path):
     out = crash_copy(reference, tmp_path)
     lines = (out / tk.MANIFEST).read_text().splitlines(keepends=True)
     (out / tk.MANIFEST).write_text("".join(lines + lines[:1]))  # shard 0 listed twice
     with open(out / tk.ERRORS, "a") as f:
         f.write('{"path": "len_1.wav", "sha256": null, "shard": "shard-000001.safetensors", "error": "x"}\n')
-    res, _ = resume(model, reference, out)
-    assert res.shards_skipped == 1
+    res, calls = resume(model, reference, out)  # the shards hold the truth: the logs are rebuilt from them
+    assert (res.shards_skipped, calls) == (3, [])
     paths = [e["path"] for e in manifest(out)]
     assert len(paths) == len(set(paths))
 
 
-def test_changed_file_is_reencoded(model, reference, tmp_path):
+def write_tone(path: Path, n: int, freq: float) -> None:
+    t = np.arange(n) / 22050
+    # PCM_16: libsndfile writes a float WAV with a PEAK chunk that holds a timestamp
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 22050, subtype="PCM_16")
+
+
+ADDED = {"a00.wav": 2000, "c/new.wav": 4000, "len_2.wav": 1, "zz.wav": 3000}  # sorted first, middle, last
+
+
+def add_files(corpus: Path) -> None:
+    for i, (name, n) in enumerate(ADDED.items()):
+        (corpus / name).parent.mkdir(parents=True, exist_ok=True)
+        write_tone(corpus / name, n, 200.0 + 50 * i)
+
+
+def grown(reference, tmp_path) -> tuple[Path, Path]:
     corpus = tmp_path / "corpus"
     shutil.copytree(reference[0], corpus)
-    out = tmp_path / "out"
-    shutil.copytree(reference[1], out)
-    untouched = (out / "shard-000000.safetensors").stat().st_mtime_ns
+    add_files(corpus)
+    return corpus, crash_copy(reference, tmp_path)
+
+
+def inodes(out: Path) -> dict:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shard-*")}
+
+
+def test_added_files_go_to_new_shards_and_only_they_are_encoded(model, reference, tmp_path):
+    corpus, out = grown(reference, tmp_path)
+    old = inodes(out)
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert sum(calls) == res.encoded == 4  # only the new files (a00.wav sorts before every old one)
+    assert (res.new, res.changed, res.removed, res.kept) == (4, 0, 0, 8)
+    assert (res.files, res.shards, res.shards_skipped) == (12, 5, 3)
+    now = snapshot(out)
+    for name in ("shard-000000.safetensors", "shard-000001.safetensors", "shard-000002.safetensors"):
+        assert now[name] == reference[3][name]  # the same bytes, the same file
+    assert {k: v for k, v in inodes(out).items() if k in old} == old
+    entries = manifest(out)
+    assert entries[: len(manifest(reference[1]))] == manifest(reference[1])  # old lines as they were
+    assert [(e["path"], e["shard"]) for e in entries[len(manifest(reference[1])):]] == [
+        ("a00.wav", "shard-000003.safetensors"), ("c/new.wav", "shard-000003.safetensors"),
+        ("len_2.wav", "shard-000003.safetensors"), ("zz.wav", "shard-000004.safetensors")]
+    assert json.loads((out / tk.STATE).read_text())["next_shard"] == 5
+    summary = res.summary(out)
+    assert "4 new, 0 changed, 0 removed, 8 kept" in summary and "tokenized 4" in summary
+    again = run(model, corpus, out)
+    assert (again.encoded, again.shards_skipped, again.new, again.kept) == (0, 5, 0, 12) and snapshot(out) == now
+
+
+def test_changed_file_rewrites_its_shard_copying_the_others(model, reference, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(reference[0], corpus)
+    out = crash_copy(reference, tmp_path)
+    untouched = inodes(out)
     sf.write(corpus / "len_1764.wav", fixtures.read_input("speech_0p5s")[:3000], 22050, subtype="FLOAT")
-    res = run(model, corpus, out)
-    assert res.shards_skipped == 2 and res.encoded == 2  # shard 2: len_1763.wav and len_1764.wav
-    fresh = tmp_path / "fresh"
-    run(model, corpus, fresh)
-    assert snapshot(out) == snapshot(fresh)
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert (res.shards_skipped, res.encoded, calls) == (2, 1, [1])  # shard 2: len_1764.wav only
+    assert (res.new, res.changed, res.removed, res.kept) == (0, 1, 0, 7)
+    assert {k: untouched[k] for k in ("shard-000000.safetensors", "shard-000001.safetensors")} == \
+        {k: v for k, v in inodes(out).items() if k != "shard-000002.safetensors"}
     entry = next(e for e in manifest(out) if e["path"] == "len_1764.wav")
     assert entry["sha256"] == tk.sha256_file(corpus / "len_1764.wav") and entry["num_samples"] == 3000
-    assert (out / "shard-000000.safetensors").stat().st_mtime_ns == untouched
+    old, new = (token_files.read(d / "shard-000002.safetensors") for d in (reference[1], out))
+    assert torch.equal(new.tokens["len_1763.wav"], old.tokens["len_1763.wav"])  # copied
+    assert new.tokens["len_1764.wav"].shape == (4, 2)
+    x = audio.load(corpus / "len_1764.wav", model.sample_rate)[0]
+    solo, _ = model.encode(x)
+    assert torch.equal(new.tokens["len_1764.wav"], solo[0])  # a batch of one: the solo computation itself
+    assert [e for e in manifest(out) if e["path"] != "len_1764.wav"] == \
+        [e for e in manifest(reference[1]) if e["path"] != "len_1764.wav"]
 
 
-def test_corpus_changes_regroup_and_drop_stale_shards(model, reference, tmp_path):
+def test_deleted_files_leave_their_shards_and_indices_are_never_reused(model, reference, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(reference[0], corpus)
-    out = tmp_path / "out"
-    shutil.copytree(reference[1], out)
-    for name in ("len_1.wav", "len_1763.wav", "len_1764.wav"):
+    out = crash_copy(reference, tmp_path)
+    before = inodes(out)
+    for name in ("len_1.wav", "len_1763.wav", "len_1764.wav"):  # one from shard 1, all of shard 2
         (corpus / name).unlink()
-    run(model, corpus, out)
-    fresh = tmp_path / "fresh"
-    run(model, corpus, fresh)
-    assert snapshot(out) == snapshot(fresh) and not (out / "shard-000002.safetensors").exists()
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert (calls, res.removed, res.kept, res.shards, res.shards_skipped) == ([], 3, 5, 2, 1)
+    assert not (out / "shard-000002.safetensors").exists()
+    assert inodes(out)["shard-000000.safetensors"] == before["shard-000000.safetensors"]
+    shard1 = token_files.read(out / "shard-000001.safetensors")
+    assert sorted(shard1.tokens) == ["b/stereo44k.flac"]
+    assert torch.equal(shard1.tokens["b/stereo44k.flac"],
+                       token_files.read(reference[1] / "shard-000001.safetensors").tokens["b/stereo44k.flac"])
+    assert [e["path"] for e in manifest(out)] == ["b/deep/int16.wav", "b/len_1765.wav", "b/stereo44k.flac"]
+    assert [json.loads(ln)["path"] for ln in (out / tk.ERRORS).read_text().splitlines()] == ["b/corrupt.wav", "empty.wav"]
+    # a file added later gets a fresh index: shard 2 was used
+    write_tone(corpus / "len_1.wav", 500, 300.0)
+    res = run(model, corpus, out)
+    assert res.new == 1 and [e["shard"] for e in manifest(out) if e["path"] == "len_1.wav"] == ["shard-000003.safetensors"]
+
+
+def test_the_same_sequence_of_runs_gives_the_same_bytes(model, reference, tmp_path):
+    outs = []
+    for k in range(2):
+        corpus = tmp_path / f"corpus{k}"
+        shutil.copytree(reference[0], corpus)
+        out = tmp_path / f"out{k}"
+        run(model, corpus, out)
+        add_files(corpus)
+        run(model, corpus, out)
+        (corpus / "b" / "len_1765.wav").unlink()
+        write_tone(corpus / "zz.wav", 2500, 900.0)
+        run(model, corpus, out)
+        outs.append(snapshot(out))
+    assert outs[0] == outs[1]
+
+
+def downgrade(out: Path) -> None:
+    """Make `out` look as the format-1 engine left it: shards without their own item records and a
+    version-1 tokenize.json (same tokens, same manifest)."""
+    for path in out.glob("shard-*.safetensors"):
+        tf = token_files.read(path)
+        meta = {k: v for k, v in tf.metadata.items() if k not in ("sources", "errors", "precision", "lengths")}
+        token_files.write(path, tf.tokens, tf.num_samples, meta)
+    state = json.loads((out / tk.STATE).read_text())
+    for key in ("tf32", "next_shard", "precision"):
+        del state[key]
+    state["format_version"] = 1
+    (out / tk.STATE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def test_a_format_1_folder_migrates(model, reference, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(reference[0], corpus)
+    out = crash_copy(reference, tmp_path)
+    downgrade(out)
+    legacy = snapshot(out)
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert (calls, res.kept, res.shards_skipped) == ([], 8, 3)
+    state = json.loads((out / tk.STATE).read_text())
+    assert state["format_version"] == 2 and state["next_shard"] == 3 and state["tf32"] is False
+    assert all(snapshot(out)[n] == legacy[n] for n in legacy if n.startswith("shard-"))  # not rewritten
+    assert manifest(out) == manifest(reference[1])
+    add_files(corpus)
+    sf.write(corpus / "len_1764.wav", fixtures.read_input("speech_0p5s")[:3000], 22050, subtype="FLOAT")
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert (sum(calls), res.new, res.changed) == (5, 4, 1)  # the new files and the changed one only
+    assert snapshot(out)["shard-000000.safetensors"] == legacy["shard-000000.safetensors"]
+    rewritten = token_files.read(out / "shard-000002.safetensors")
+    assert "sources" in rewritten.metadata and "sources" not in token_files.read(out / "shard-000001.safetensors").metadata
+    assert torch.equal(rewritten.tokens["len_1763.wav"],
+                       token_files.read(reference[1] / "shard-000002.safetensors").tokens["len_1763.wav"])
+    assert sorted({e["shard"] for e in manifest(out)}) == [tk.shard_name(i) for i in range(5)]
+
+
+def test_sigkill_mid_addition_then_resume(model, reference, tmp_path):
+    """A real crash while the new files' shards are written: the resumed run writes exactly what an
+    uninterrupted addition writes (the uncommitted group is planned again, into the same index)."""
+    corpus, out = grown(reference, tmp_path)
+    whole = tmp_path / "whole"
+    shutil.copytree(reference[1], whole)
+    run(model, corpus, whole)
+    kill_after_lines(corpus, out, model, len(manifest(reference[1])) + 1)
+    with counting() as calls:
+        res = run(model, corpus, out)
+    assert 0 < sum(calls) < 4 and res.shards_skipped >= 4
+    assert snapshot(out) == snapshot(whole)
+
+
+def kill_after_lines(corpus: Path, out: Path, model, lines: int) -> None:
+    """Run the CLI on `corpus` -> `out` with a slowed encoder and SIGKILL it once the manifest has
+    `lines` lines."""
+    script = (
+        "import sys, time\n"
+        "import nanocodec.apps.corpus as tk\n"
+        "orig = tk.encode_batch\n"
+        "def slow(m, clips):\n"
+        "    time.sleep(1.0)\n"
+        "    return orig(m, clips)\n"
+        "tk.encode_batch = slow\n"
+        "from nanocodec.apps.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = [sys.executable, "-c", script, "tokenize", str(corpus), "-o", str(out), "--model",
+           str(model.folder), "--shard-size", str(SHARD), "--batch-size", str(BATCH), "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / tk.MANIFEST).exists() and (out / tk.MANIFEST).read_text().count("\n") >= lines:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def test_an_item_the_model_refuses_is_reported_and_spares_its_batch(model, reference, tmp_path):
@@ -253,6 +445,11 @@ def test_settings_are_bound_to_the_output_folder(model, reference, tmp_path):
         run(model, reference[0], other)
     with pytest.raises(InvalidInputError, match="no audio files"):
         run(model, other, tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # refused before anything is written: no tokenize.json
+    state = json.loads((out / tk.STATE).read_text())
+    (out / tk.STATE).write_text(json.dumps({**state, "tf32": True}))
+    with pytest.raises(InvalidInputError, match="tf32: True"):
+        run(model, reference[0], out)
     with pytest.raises(InvalidInputError, match="not a folder"):
         run(model, other / "something.txt", tmp_path / "none")
 
@@ -270,35 +467,8 @@ def test_one_writer_per_output_folder(model, reference, tmp_path):
 
 def test_sigkill_mid_run_then_resume(model, reference, tmp_path):
     """A real crash: SIGKILL the CLI after its first shard, resume, nothing lost or duplicated."""
-    corpus, _, _, ref = reference
     out = tmp_path / "out"
-    script = (
-        "import sys, time\n"
-        "import nanocodec.apps.corpus as tk\n"
-        "orig = tk.encode_batch\n"
-        "def slow(m, clips):\n"
-        "    time.sleep(1.0)\n"
-        "    return orig(m, clips)\n"
-        "tk.encode_batch = slow\n"
-        "from nanocodec.apps.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    cmd = [sys.executable, "-c", script, "tokenize", str(corpus), "-o", str(out), "--model",
-           str(model.folder), "--shard-size", str(SHARD), "--batch-size", str(BATCH), "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / tk.MANIFEST).exists() and (out / tk.MANIFEST).read_text().count("\n") >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_lines(reference[0], out, model, 1)
     assert len(manifest(out)) < len(manifest(reference[1]))
     res, _ = resume(model, reference, out)
     assert res.shards_skipped >= 1

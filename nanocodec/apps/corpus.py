@@ -1,29 +1,45 @@
-"""Tokenize a corpus: every audio file under a folder -> token shards + `manifest.jsonl`, resumably.
+"""Tokenize a corpus: every audio file under a folder -> token shards + `manifest.jsonl`, incrementally.
 
 Layout of OUT_DIR:
-    tokenize.json               the settings the run is bound to (model, config sha256, dtype, shard size)
-    shard-000000.safetensors    one token file per group (nanocodec/fileio/token_files.py), keyed by path
+    tokenize.json               the settings the folder is bound to (model, config sha256, dtype, TF32,
+                                shard size), the next unused shard index, the last run's precision record
+    shard-000000.safetensors    one token file per shard (nanocodec/fileio/token_files.py), keyed by path;
+                                its header also names every item's sha256 and duration and the shard's
+                                unreadable files: a shard describes itself
     manifest.jsonl              one line per tokenized file:
         {"path", "sha256", "duration_s", "num_samples", "frames", "shard", "key"}
     errors.jsonl                one line per file that could not be read: {"path", "sha256", "shard", "error"}
 
-Determinism: files are sorted by their path relative to the corpus (POSIX form) and cut into fixed
-groups of `shard_size`; group i is shard i. Inside a group, items are batched by length (sorted by
-the duration their headers give, then path; only one batch of audio is in memory at a time). The model's
-ragged `encode` is batch-invariant, so every item gets its solo tokens. A shard's bytes therefore depend only on its files, and a resumed run writes what an
-uninterrupted one writes.
+Incremental (contracts §6): what a file's shard is, is recorded (the shards and the manifest are the
+assignment) and never recomputed from the file list. A run compares the corpus with it:
+- new files (not assigned) are sorted by path and cut into groups of `shard_size`, which become new
+  shards at indices never used before: existing shards are not touched;
+- a shard holding a changed file (its sha256 differs) is rewritten under its own name: the changed
+  files are re-encoded, the unchanged items' tokens copied from the old shard, not re-encoded;
+- a deleted file is dropped from its shard (rewritten, tokens copied) and from the manifest; a shard
+  left with no files is deleted, and its index stays used (`next_shard` in tokenize.json);
+- every other shard is kept as it is, byte for byte (same inode).
+The same sequence of runs on the same inputs gives the same bytes (no timestamps; see below for batching).
 
 Crash safety and resume: a shard is written (temporary sibling, fsync, rename) before its manifest
-lines are appended (then fsync). On the next run a shard counts as finished only when its file exists,
-holds exactly the keys its manifest lines name, the manifest and error lines cover exactly its group,
-and every file's sha256 is unchanged. Everything else is redone: its old lines are dropped (a torn last
-line too) before new ones are appended, so nothing is ever listed twice. At the end the manifest is
-rewritten in canonical order if a resume left it out of order.
+lines, and it describes itself, so it is committed the moment it is renamed in: a later run rebuilds
+the manifest and error log from the shards (a torn or missing line costs nothing). A group that was
+planned but not committed is re-planned on the next run, into the lowest free indices from
+`next_shard` on, so a resumed run writes what an uninterrupted one writes. A shard listed in the
+manifest whose file is gone is redone under its name. Folders written by format 1 (shards that do not
+describe themselves) migrate: their shards are trusted where the manifest lists exactly their keys and
+are rewritten in the new form only when one of their files changes.
+
+Batching: inside a shard, the files to encode are batched by length (sorted by the duration their
+headers give, then path; only one batch of audio is in memory at a time). The model's ragged `encode`
+is batch-invariant, so every item gets its solo tokens (contracts §5: up to rare boundary flips).
 
 Engines: `tokenize` runs everything in this process. nanocodec/apps/ray_engine.py (`--engine ray`) runs the
 same pieces on a Ray cluster: `open_output`, `locked` and `plan` on the driver, `shard_batches`,
-`load_batch` and `encode_items` in Ray workers, `commit_shard` and `Plan.write_canonical` on the
-driver again; so both write the same bytes, and either can resume the other's output folder.
+`load_batch` and `encode_items` in Ray workers, `commit_shard` and `finish` on the driver again;
+so both write the same bytes, and either can resume the other's output folder. Both run the model
+under the one precision policy (nanocodec/precision.py) and record its settings in tokenize.json and in
+every shard.
 """
 from __future__ import annotations
 
@@ -31,6 +47,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +56,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from .. import precision
 from ..fileio import atomic, audio, token_files
 from . import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE  # noqa: F401  (re-exported: corpus.DEFAULT_*)
 from ..errors import InvalidInputError
@@ -48,10 +66,14 @@ ERRORS = "errors.jsonl"
 STATE = "tokenize.json"
 LOCK = ".tokenize.lock"
 SHARD_PATTERN = "shard-{:06d}.safetensors"
+_SHARD_NAME = re.compile(r"shard-(\d{6,})\.safetensors")
 STATE_FORMAT = "nanocodec-tokenize"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: fixed groups of the sorted file list, shards without their own item records
+_UNBOUND = ("next_shard", "precision")  # tokenize.json keys a run updates instead of checking
 MANIFEST_FIELDS = ("path", "sha256", "duration_s", "num_samples", "frames", "shard", "key")
 ERROR_FIELDS = ("path", "sha256", "shard", "error")
+# shard header keys (token-file metadata) that make a shard describe itself
+SOURCES_KEY, ERRORS_KEY = "sources", "errors"
 # every container libsndfile knows, plus the usual aliases
 AUDIO_EXTENSIONS = frozenset(
     {f".{f.lower()}" for f in sf.available_formats()} | {".aif", ".aifc", ".oga", ".opus", ".wave", ".sph", ".snd"}
@@ -61,15 +83,29 @@ AUDIO_EXTENSIONS = frozenset(
 @dataclass
 class Result:
     files: int = 0  # audio files found
-    shards: int = 0
-    shards_skipped: int = 0  # finished by an earlier run
+    shards: int = 0  # shards in the folder after the run
+    shards_skipped: int = 0  # kept as they were
     encoded: int = 0  # files tokenized by this run
+    new: int = 0  # files not in the folder before this run
+    changed: int = 0  # files whose sha256 changed
+    removed: int = 0  # files gone from the corpus (dropped from their shards)
+    kept: int = 0  # files unchanged (their tokens are not encoded again)
     failed: list = field(default_factory=list)  # (path, error) skipped by this run
     audio_seconds: float = 0.0  # audio tokenized by this run
     seconds: float = 0.0
 
+    def summary(self, out_dir) -> str:
+        """The CLI's one-line report."""
+        hours = self.audio_seconds / 3600
+        return (
+            f"{self.files} files: {self.new} new, {self.changed} changed, {self.removed} removed, {self.kept} kept; "
+            f"{self.shards} shards ({self.shards_skipped} untouched); tokenized {self.encoded} "
+            f"({hours:.3g} h of audio, {hours / max(self.seconds, 1e-9):.3g} h/s); {len(self.failed)} unreadable "
+            f"skipped (all are listed in {Path(out_dir) / ERRORS})"
+        )
 
-# ---- listing and grouping ------------------------------------------------------------------
+
+# ---- listing and naming --------------------------------------------------------------------
 def list_audio(root, exclude=()) -> list[str]:
     """Audio files under `root` (by extension), as sorted POSIX paths relative to it.
 
@@ -93,6 +129,11 @@ def shard_groups(paths: list[str], shard_size: int) -> list[list[str]]:
 
 def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index)
+
+
+def shard_index(name: str) -> int | None:
+    m = _SHARD_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
 
 
 # ---- manifest lines ------------------------------------------------------------------------
@@ -119,7 +160,8 @@ def read_jsonl(path: Path, fields) -> tuple[list[dict], int]:
             dropped += 1
             continue
         if (isinstance(entry, dict) and all(k in entry for k in fields)
-                and all(isinstance(entry[k], str) for k in ("path", "shard", "key") if k in fields)):
+                and all(isinstance(entry[k], str) for k in ("path", "shard", "key") if k in fields)
+                and shard_index(entry["shard"]) is not None):
             entries.append(entry)
         else:
             dropped += 1
@@ -174,58 +216,6 @@ def _load(root: Path, rel: str, sample_rate: int) -> tuple[str | None, _Item | N
     return digest, _Item(rel, digest, clip), None
 
 
-# ---- the run -------------------------------------------------------------------------------
-def _state(model, model_ref: str, revision: str | None, shard_size: int) -> dict:
-    return {
-        "format": STATE_FORMAT,
-        "format_version": STATE_VERSION,
-        "model": model_ref,
-        "model_revision": revision,
-        "config_sha256": model.config.sha256(),
-        "dtype": str(model.dtype).replace("torch.", ""),  # half precision may flip boundary tokens
-        "sample_rate": model.sample_rate,
-        "samples_per_frame": model.samples_per_frame,
-        "shard_size": shard_size,
-    }
-
-
-def _bind(out_dir: Path, state: dict) -> None:
-    """Create OUT_DIR bound to these settings, or check that an existing one was made with them."""
-    path = out_dir / STATE
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidInputError(f"{path} is corrupt; delete {out_dir} and start again") from None
-        diff = sorted(k for k in state if old.get(k) != state[k])
-        if diff:
-            raise InvalidInputError(
-                f"{out_dir} was made with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}); "
-                "use another output folder or delete this one to start again"
-            )
-        return
-    if out_dir.exists() and any(p.name not in (STATE, LOCK) for p in out_dir.iterdir()):
-        raise InvalidInputError(f"{out_dir} is not empty and is not a tokenize output folder; choose another")
-    atomic.write_file(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _shard_keys(path: Path) -> set[str] | None:
-    try:
-        return set(token_files.read(path).tokens)
-    except InvalidInputError:
-        return None
-
-
-def _finished(root, out_dir, name, group, entries, errors) -> bool:
-    shard = out_dir / name
-    covered = [e["path"] for e in entries] + [e["path"] for e in errors]
-    if not shard.exists() or sorted(covered) != group:  # group is sorted, without duplicates
-        return False
-    if _shard_keys(shard) != {e["key"] for e in entries}:
-        return False
-    return all(sha256_file(root / e["path"]) == e["sha256"] for e in entries + errors)
-
-
 def _probe_seconds(path: Path) -> float:
     """The file's duration from its header (no decoding); -1 when unreadable (it fails at load)."""
     try:
@@ -261,37 +251,85 @@ def encode_batch(model, clips) -> list[torch.Tensor]:
     return [tokens[i, :, : int(tokens_len[i])].clone() for i in range(len(clips))]
 
 
-def tokenize(
-    root,
-    out_dir,
-    model,
-    *,
-    model_ref: str,
-    revision: str | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-    log=None,
-) -> Result:
-    """Tokenize every audio file under `root` into `out_dir` (see the module docstring)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    started = time.perf_counter()
-    root, out_dir, model_ref = open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size)
-    with locked(out_dir):
-        return _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started)
+# ---- the settings OUT_DIR is bound to ------------------------------------------------------
+def _state(model, model_ref: str, revision: str | None, shard_size: int, record: dict) -> dict:
+    return {
+        "format": STATE_FORMAT,
+        "format_version": STATE_VERSION,
+        "model": model_ref,
+        "model_revision": revision,
+        "config_sha256": model.config.sha256(),
+        "dtype": precision.dtype_name(model.dtype),  # half precision may flip boundary tokens
+        "tf32": record["tf32"],  # so may TF32 (CUDA)
+        "sample_rate": model.sample_rate,
+        "samples_per_frame": model.samples_per_frame,
+        "shard_size": shard_size,
+        "next_shard": 0,  # the first shard index never used
+        "precision": record,  # what the last run ran with (precision.Policy.record)
+    }
 
 
-def open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size) -> tuple[Path, Path, str]:
-    """Check the arguments and bind OUT_DIR to the settings (every engine starts here)."""
+def _read_state(path: Path) -> dict:
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise InvalidInputError(f"{path} is corrupt; delete {path.parent} and start again") from None
+    if not isinstance(old, dict) or old.get("format") != STATE_FORMAT or old.get("format_version") not in (1, 2):
+        raise InvalidInputError(f"{path} is not a tokenize state this nanocodec reads (format version "
+                                f"{old.get('format_version') if isinstance(old, dict) else '?'}); use another output folder")
+    if old["format_version"] == 1:  # the first layout: no TF32 choice recorded (it was not offered)
+        old = {**old, "format_version": STATE_VERSION, "tf32": old.get("tf32", False)}
+    return old
+
+
+def _bind(out_dir: Path, state: dict) -> None:
+    """Check that an existing OUT_DIR was made with these settings, or that a new one may be created."""
+    path = out_dir / STATE
+    if path.exists():
+        old = _read_state(path)
+        diff = sorted(k for k in state if k not in _UNBOUND and old.get(k) != state[k])
+        if diff:
+            raise InvalidInputError(
+                f"{out_dir} was made with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in diff)}); "
+                "use another output folder or delete this one to start again"
+            )
+        return
+    if out_dir.exists() and any(p.name not in (STATE, LOCK) for p in out_dir.iterdir()):
+        raise InvalidInputError(f"{out_dir} is not empty and is not a tokenize output folder; choose another")
+
+
+def _write_state(out_dir: Path, state: dict) -> None:
+    _rewrite_if_changed(out_dir / STATE, [json.dumps(state, indent=2, sort_keys=True) + "\n"])
+
+
+def open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size, record: dict) -> "Output":
+    """Check the arguments and the corpus, and that OUT_DIR fits these settings (every engine starts
+    here; nothing is written before the corpus is known to hold audio). `record`: the precision
+    record of the run (precision.Policy.record)."""
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
         raise InvalidInputError(f"{root} is not a folder; tokenize takes a folder of audio files")
     if shard_size < 1 or batch_size < 1:
         raise InvalidInputError("--shard-size and --batch-size must be at least 1")
     model_ref = token_files.model_reference(model_ref)
-    _bind(out_dir, _state(model, model_ref, revision, shard_size))
+    state = _state(model, model_ref, revision, shard_size, record)
+    _bind(out_dir, state)
+    paths = list_audio(root, exclude=[out_dir])
+    if not paths:
+        raise InvalidInputError(f"no audio files under {root} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return root, out_dir, model_ref
+    return Output(root, out_dir, model_ref, paths, state)
+
+
+@dataclass
+class Output:
+    """An output folder checked against a run's settings (what `open_output` returns)."""
+
+    root: Path
+    out_dir: Path
+    model_ref: str
+    paths: list[str]  # the corpus's audio files, sorted
+    state: dict  # this run's tokenize.json (next_shard filled in by `plan`)
 
 
 @contextlib.contextmanager
@@ -313,66 +351,200 @@ def locked(out_dir: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+# ---- what is in OUT_DIR already ------------------------------------------------------------
+def _described(name: str, meta: dict, keys: set) -> tuple[list, list] | None:
+    """A shard's own record of its items and errors (manifest and error entries), or None for a
+    format-1 shard or a header that does not match its tensors."""
+    if SOURCES_KEY not in meta or ERRORS_KEY not in meta:
+        return None
+    try:
+        sources, errors, lengths = (json.loads(meta[k]) for k in (SOURCES_KEY, ERRORS_KEY, "lengths"))
+        if set(sources) != keys or set(lengths) != keys:
+            return None
+        entries = [{"path": k, "sha256": s["sha256"], "duration_s": s["duration_s"],
+                    "num_samples": int(lengths[k]["num_samples"]), "frames": int(lengths[k]["frames"]),
+                    "shard": name, "key": k} for k, s in sources.items()]
+        errs = [{"path": e["path"], "sha256": e["sha256"], "shard": name, "error": e["error"]} for e in errors]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return entries, errs
 
-# ---- the pieces every engine runs (nanocodec/apps/ray_engine.py runs them on a Ray cluster) -------
+
+def _shard_header(path: Path) -> tuple[dict, set] | None:
+    """(metadata, keys) of a shard file, or None when it is not a readable token file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta, keys = dict(f.metadata() or {}), set(f.keys())
+    except Exception:  # safetensors raises its own types for bad headers
+        return None
+    return (meta, keys) if meta.get("format") == token_files.FORMAT else None
+
+
 @dataclass
-class Plan:
-    """What a run has to do: the shards (name -> group of paths), and what earlier runs finished."""
+class _Shard:
+    """One shard as the folder records it: its manifest and error entries, and whether its file holds them."""
 
-    root: Path
-    out_dir: Path
-    names: list[str]
-    groups: list[list[str]]
-    done: set[str]
-    by_shard: dict[str, list]  # shard -> its manifest entries
-    err_by_shard: dict[str, list]  # shard -> its error entries
+    entries: list
+    errors: list
+    on_disk: bool  # False: listed in the manifest but its file is gone (redone under its name)
 
-    @property
-    def todo(self) -> list[tuple[str, list[str]]]:
-        return [(n, g) for n, g in zip(self.names, self.groups) if n not in self.done]
-
-    def canonical(self, table, fields) -> list[str]:
-        return [_line(e, fields) for n in self.names for e in sorted(table[n], key=lambda e: e["path"])]
-
-    def write_canonical(self) -> None:
-        """Manifest and error log in shard order (a resume may have appended shards out of order)."""
-        _rewrite_if_changed(self.out_dir / MANIFEST, self.canonical(self.by_shard, MANIFEST_FIELDS))
-        _rewrite_if_changed(self.out_dir / ERRORS, self.canonical(self.err_by_shard, ERROR_FIELDS))
+    def members(self) -> list[dict]:
+        return self.entries + self.errors
 
 
-def plan(root: Path, out_dir: Path, shard_size: int, log) -> Plan:
-    """List and group the corpus, keep what earlier runs finished, drop the rest (and stale shards)."""
-    for leftover in out_dir.glob(".*.tmp-*"):  # temporary files of a crashed write
-        leftover.unlink(missing_ok=True)
-
-    paths = list_audio(root, exclude=[out_dir])
-    if not paths:
-        raise InvalidInputError(f"no audio files under {root} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
-    groups = shard_groups(paths, shard_size)
-    names = [shard_name(i) for i in range(len(groups))]
-
+def _recorded(out_dir: Path, log) -> dict[str, _Shard]:
+    """Every committed shard: a self-describing shard file wins over the logs (it is written first);
+    a format-1 shard counts where the manifest lists exactly its keys; a shard the logs name whose file
+    is gone is to be redone. A shard file nothing describes is an uncommitted write: it is deleted."""
     manifest, dropped_m = read_jsonl(out_dir / MANIFEST, MANIFEST_FIELDS)
     errors, dropped_e = read_jsonl(out_dir / ERRORS, ERROR_FIELDS)
     if dropped_m or dropped_e:
         log(f"nanocodec: discarded {dropped_m + dropped_e} incomplete log line(s) left by an interrupted run")
-    by_shard: dict[str, list] = {n: [] for n in names}
-    err_by_shard: dict[str, list] = {n: [] for n in names}
+    logged: dict[str, _Shard] = {}
     for e in manifest:
-        by_shard.setdefault(e["shard"], []).append(e)
+        logged.setdefault(e["shard"], _Shard([], [], False)).entries.append(e)
     for e in errors:
-        err_by_shard.setdefault(e["shard"], []).append(e)
-    done = {n for n, g in zip(names, groups) if _finished(root, out_dir, n, g, by_shard[n], err_by_shard[n])}
-    for n in names:
-        if n not in done:
-            by_shard[n], err_by_shard[n] = [], []
-    for stale in out_dir.glob("shard-*.safetensors"):  # shards of a larger earlier corpus
-        if stale.name not in names:
-            stale.unlink()
-    p = Plan(root, out_dir, names, groups, done, by_shard, err_by_shard)
+        logged.setdefault(e["shard"], _Shard([], [], False)).errors.append(e)
+    shards: dict[str, _Shard] = {}
+    for path in out_dir.glob("shard-*.safetensors"):
+        name = path.name
+        if shard_index(name) is None:
+            continue
+        header = _shard_header(path)
+        described = _described(name, *header) if header else None
+        lines = logged.get(name)
+        if described is not None:
+            shards[name] = _Shard(*described, True)
+        elif header and lines and header[1] == {e["key"] for e in lines.entries} \
+                and len(lines.entries) == len(header[1]):  # a format-1 shard, listed exactly
+            shards[name] = _Shard(lines.entries, lines.errors, True)
+        elif not lines:
+            path.unlink()  # written, never committed: its files are planned again
+    for name, lines in logged.items():
+        shards.setdefault(name, lines)  # on_disk False: its file is gone or unusable
+    return dict(sorted(shards.items(), key=lambda kv: shard_index(kv[0])))
+
+
+# ---- the plan ------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """A shard to write: `encode` its files now, copy the `keep` entries' tokens from the shard file
+    that holds them, keep the `keep_errors` entries as they are."""
+
+    name: str
+    encode: list[str]
+    keep: list[dict] = field(default_factory=list)
+    keep_errors: list[dict] = field(default_factory=list)
+    rewrite: bool = False  # the shard is in the manifest already (its lines are replaced, not appended)
+
+
+@dataclass
+class Plan:
+    """What a run has to do, and what the folder holds (shard -> its manifest and error entries)."""
+
+    root: Path
+    out_dir: Path
+    state: dict
+    jobs: list[Job]
+    by_shard: dict[str, list]
+    err_by_shard: dict[str, list]
+    untouched: int
+    counts: dict  # new, changed, removed, kept
+
+    @property
+    def todo(self) -> list[Job]:
+        return self.jobs
+
+    def names(self) -> list[str]:
+        return sorted(set(self.by_shard) | {j.name for j in self.jobs}, key=shard_index)
+
+    def canonical(self, table, fields) -> list[str]:
+        return [_line(e, fields) for n in self.names() for e in sorted(table.get(n, []), key=lambda e: e["path"])]
+
+    def write_canonical(self) -> None:
+        """Manifest and error log in shard order, exactly what the shards hold."""
+        _rewrite_if_changed(self.out_dir / MANIFEST, self.canonical(self.by_shard, MANIFEST_FIELDS))
+        _rewrite_if_changed(self.out_dir / ERRORS, self.canonical(self.err_by_shard, ERROR_FIELDS))
+
+    def result(self, files: int) -> Result:
+        return Result(files=files, shards=len(self.names()), shards_skipped=self.untouched, **self.counts)
+
+
+def plan(out: Output, shard_size: int, log) -> Plan:
+    """Compare the corpus with what OUT_DIR holds (see the module docstring) and decide the jobs."""
+    root, out_dir = out.root, out.out_dir
+    for leftover in out_dir.glob(".*.tmp-*"):  # temporary files of a crashed write
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+    state_path = out_dir / STATE
+    before = _read_state(state_path) if state_path.exists() else {}
+    listed = set(out.paths)
+    shards = _recorded(out_dir, log)
+    # a new folder, or one of format 1 (fixed groups, no record of it): every recorded index is used
+    next_shard = before.get("next_shard", max([shard_index(n) + 1 for n in shards], default=0))
+    out.state["next_shard"] = next_shard
+    _write_state(out_dir, out.state)  # binds a new folder; migrates a format-1 one; this run's precision
+
+    by_shard, err_by_shard, jobs = {}, {}, []
+    counts = {"new": 0, "changed": 0, "removed": 0, "kept": 0}
+    claimed: set[str] = set()
+    untouched = 0
+    for name, shard in shards.items():
+        keep, keep_errors, encode, dirty = [], [], [], not shard.on_disk
+        for kind, entries in (("entry", shard.entries), ("error", shard.errors)):
+            for e in sorted(entries, key=lambda e: e["path"]):
+                if e["path"] in claimed:  # listed twice (a damaged log): the first shard keeps it
+                    dirty = True
+                    continue
+                claimed.add(e["path"])
+                if e["path"] not in listed:
+                    counts["removed"] += 1
+                    dirty = True
+                elif sha256_file(root / e["path"]) != e["sha256"]:
+                    counts["changed"] += 1
+                    encode.append(e["path"])
+                else:
+                    counts["kept"] += 1
+                    if not shard.on_disk:
+                        encode.append(e["path"])  # its tokens are gone with the file: encode it again
+                    else:
+                        (keep if kind == "entry" else keep_errors).append(e)
+        if not (dirty or encode):
+            by_shard[name], err_by_shard[name] = shard.entries, shard.errors
+            untouched += 1
+        elif not (keep or keep_errors or encode):  # every file gone: the shard goes, its index stays used
+            out.state["next_shard"] = next_shard = max(next_shard, shard_index(name) + 1)
+            _write_state(out_dir, out.state)  # before the file goes: the index must stay used
+            (out_dir / name).unlink(missing_ok=True)
+        else:
+            jobs.append(Job(name, sorted(encode), keep, keep_errors, rewrite=True))
+            if shard.on_disk:  # the old file still holds these until the new one replaces it
+                by_shard[name], err_by_shard[name] = shard.entries, shard.errors
+
+    fresh = sorted(listed - claimed)
+    counts["new"] = len(fresh)
+    used = {shard_index(n) for n in shards}
+    index = next_shard
+    for group in shard_groups(fresh, shard_size):
+        while index in used:
+            index += 1
+        jobs.append(Job(shard_name(index), group))
+        used.add(index)
+    p = Plan(root, out_dir, out.state, jobs, by_shard, err_by_shard, untouched, counts)
     p.write_canonical()
     return p
 
 
+def finish(p: Plan) -> None:
+    """After the jobs: the manifest in canonical order, tokenize.json with the next unused index."""
+    p.write_canonical()
+    p.state["next_shard"] = max([p.state["next_shard"]] + [shard_index(n) + 1 for n in p.names()])
+    _write_state(p.out_dir, p.state)
+
+
+# ---- the pieces every engine runs (nanocodec/apps/ray_engine.py runs them on a Ray cluster) -------
 def shard_batches(root: Path, group: list[str], batch_size: int) -> list[list[str]]:
     """A shard's batches: its files sorted by the duration their headers give (then path), cut in
     `batch_size` pieces, so that only one batch of audio is in memory at a time. Every engine
@@ -396,47 +568,67 @@ def load_batch(root: Path, chunk: list[str], sample_rate: int, shard: str) -> tu
 @dataclass
 class Encoded:
     """One batch's outcome: tokens per path, (path, sha256, seconds, num_samples) per tokenized
-    file, and error entries for the files the model refused."""
+    file, error entries for the files the model refused, and the precision record it ran under."""
 
     tokens: dict = field(default_factory=dict)
     done: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    precision: dict | None = None
 
     def update(self, other: "Encoded") -> None:
         self.tokens.update(other.tokens)
         self.done += other.done
         self.failed += other.failed
+        self.precision = self.precision or other.precision
+
+    def paths(self) -> set[str]:
+        return {d[0] for d in self.done} | {e["path"] for e in self.failed}
 
 
-def encode_items(model, items: list[_Item], shard: str) -> Encoded:
+def encode_items(model, items: list[_Item], shard: str, record: dict | None = None) -> Encoded:
     got, bad = _encode_items(model, items) if items else ({}, [])
     return Encoded(
         tokens=got,
         done=[(it.path, it.sha256, it.clip.duration_s, it.clip.num_samples) for it in items if it.path in got],
         failed=[{"path": it.path, "sha256": it.sha256, "shard": shard, "error": msg} for it, msg in bad],
+        precision=record,
     )
 
 
-def commit_shard(plan: Plan, name: str, enc: Encoded, meta: dict, result: Result, say) -> None:
-    """Write a shard (atomically), then append its manifest and error lines (fsync'ed)."""
-    out_dir = plan.out_dir
+def commit_shard(plan: Plan, job: Job, enc: Encoded, meta: dict, result: Result, say) -> None:
+    """Write a shard (atomically; it describes itself), then its manifest and error lines (fsync'ed):
+    appended for a new shard, the logs rewritten for a rewritten one."""
+    out_dir, name = plan.out_dir, job.name
     done_items = sorted(enc.done)
-    tokens = enc.tokens
-    token_files.write(
-        out_dir / name,
-        {path: tokens[path] for path, *_ in done_items},
-        {path: n for path, _, _, n in done_items},
-        {**meta, "shard": name},
-    )
+    tokens = dict(enc.tokens)
+    if job.keep:  # copied from the shard file that holds them, not encoded again
+        old = token_files.read(out_dir / name).tokens
+        tokens.update({e["key"]: old[e["key"]] for e in job.keep})
     lines = [
         {"path": path, "sha256": sha, "duration_s": round(seconds, 6), "num_samples": n,
          "frames": int(tokens[path].shape[-1]), "shard": name, "key": path}
         for path, sha, seconds, n in done_items
     ]
+    lines = sorted(lines + [dict(e) for e in job.keep], key=lambda e: e["path"])
     failed = sorted(enc.failed, key=lambda e: e["path"])
-    _append(out_dir / ERRORS, [_line(e, ERROR_FIELDS) for e in failed])
-    _append(out_dir / MANIFEST, [_line(e, MANIFEST_FIELDS) for e in lines])
-    plan.by_shard[name], plan.err_by_shard[name] = lines, failed
+    errors = sorted(failed + [dict(e) for e in job.keep_errors], key=lambda e: e["path"])
+    shard_meta = {
+        **meta, "shard": name,
+        SOURCES_KEY: json.dumps({e["key"]: {"sha256": e["sha256"], "duration_s": e["duration_s"]} for e in lines},
+                                sort_keys=True, separators=(",", ":")),
+        ERRORS_KEY: json.dumps([{"path": e["path"], "sha256": e["sha256"], "error": e["error"]} for e in errors],
+                               sort_keys=True, separators=(",", ":")),
+    }
+    if enc.precision is not None:  # the settings of the process that encoded (a Ray actor's own)
+        shard_meta["precision"] = token_files.precision_text(enc.precision)
+    token_files.write(out_dir / name, {e["key"]: tokens[e["key"]] for e in lines},
+                      {e["key"]: e["num_samples"] for e in lines}, shard_meta)
+    plan.by_shard[name], plan.err_by_shard[name] = lines, errors
+    if job.rewrite:
+        plan.write_canonical()
+    else:
+        _append(out_dir / ERRORS, [_line(e, ERROR_FIELDS) for e in errors])
+        _append(out_dir / MANIFEST, [_line(e, MANIFEST_FIELDS) for e in lines])
     for e in failed:
         say(f"nanocodec: skipped {e['error']}")
     result.encoded += len(done_items)
@@ -455,27 +647,52 @@ def show_rate(bar, result: Result, started: float) -> None:
         bar.set_postfix_str(f"{hours:.3g} h audio, {rate:.3g} h/s")
 
 
-def _run(root, out_dir, model, model_ref, revision, shard_size, batch_size, progress, log, started) -> Result:
-    p = plan(root, out_dir, shard_size, log)
-    result = Result(files=sum(len(g) for g in p.groups), shards=len(p.groups), shards_skipped=len(p.done))
-    todo = p.todo
-    meta = token_files.header(model, model_ref, revision)
-    bar = _progress(sum(len(g) for _, g in todo), progress)
+# ---- the local engine ----------------------------------------------------------------------
+def tokenize(
+    root,
+    out_dir,
+    model,
+    *,
+    model_ref: str,
+    revision: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    allow_tf32: bool = False,
+    progress: bool = True,
+    log=None,
+) -> Result:
+    """Tokenize every audio file under `root` into `out_dir` (see the module docstring), in this
+    process, under the precision policy (float32 on CUDA: TF32 only with `allow_tf32`)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    started = time.perf_counter()
+    with precision.precision_scope(model.device, model.dtype, allow_tf32=allow_tf32, backend=model.backend) as pol:
+        record = pol.record()
+        out = open_output(root, out_dir, model, model_ref, revision, shard_size, batch_size, record)
+        with locked(out.out_dir):
+            return _run(out, model, revision, shard_size, batch_size, record, progress, log, started)
+
+
+def _run(out: Output, model, revision, shard_size, batch_size, record, progress, log, started) -> Result:
+    p = plan(out, shard_size, log)
+    result = p.result(len(out.paths))
+    meta = token_files.header(model, out.model_ref, revision, precision=record)
+    bar = _progress(sum(len(j.encode) for j in p.todo), progress)
     try:
-        for name, group in todo:
-            enc = Encoded()
-            for chunk in shard_batches(root, group, batch_size):
-                items, failed = load_batch(root, chunk, model.sample_rate, name)
+        for job in p.todo:
+            enc = Encoded(precision=record)
+            for chunk in shard_batches(out.root, job.encode, batch_size):
+                items, failed = load_batch(out.root, chunk, model.sample_rate, job.name)
                 enc.failed += failed
-                enc.update(encode_items(model, items, name))
+                enc.update(encode_items(model, items, job.name, record))
                 if bar:
                     bar.update(len(chunk))
-            commit_shard(p, name, enc, meta, result, say_with(bar, log))
+            commit_shard(p, job, enc, meta, result, say_with(bar, log))
             show_rate(bar, result, started)
     finally:
         if bar:
             bar.close()
-    p.write_canonical()
+    finish(p)
+    result.shards = len(p.names())
     result.seconds = time.perf_counter() - started
     return result
 

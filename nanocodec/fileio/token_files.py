@@ -7,6 +7,8 @@ them in the header metadata (all strings, as safetensors wants):
     sample_rate, samples_per_frame, num_codebooks, codebook_size
     lengths         JSON {key: {"frames": F, "num_samples": T}}: T samples at sample_rate before
                     padding to whole frames (decode trims to it), F = ceil(T / samples_per_frame)
+    precision       JSON record of the settings that made the tokens (nanocodec/precision.py, contracts
+                    §10): {"dtype", "tf32", "cudnn_benchmark", "backend", "device", "torch", "threads"}
 
 `nanocodec encode` writes one item under the key "tokens"; a `nanocodec tokenize` shard holds one item
 per audio file, keyed by its path relative to the corpus. Files are written crash-safely and
@@ -66,7 +68,20 @@ def model_reference(model_arg) -> str:
     return str(path.resolve()) if path.is_dir() else str(model_arg)
 
 
-def header(model, model_ref: str | None, revision: str | None = None) -> dict[str, str]:
+def precision_text(record: dict) -> str:
+    """A precision record as header metadata (compact, sorted: the same record gives the same bytes)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def header(model, model_ref: str | None, revision: str | None = None, *, precision: dict | None = None) -> dict[str, str]:
+    """The metadata every token file made by `model` carries. `precision`: the record of the settings
+    the tokens are made under (default: the innermost open precision scope's, else the policy's
+    defaults for the model's device, dtype and backend, with this process's threads)."""
+    if precision is None:
+        from .. import precision as policy
+
+        scope = policy.current()
+        precision = scope.record() if scope else policy.settings(model.device, model.dtype, backend=model.backend)
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -75,6 +90,7 @@ def header(model, model_ref: str | None, revision: str | None = None) -> dict[st
         "samples_per_frame": str(model.samples_per_frame),
         "num_codebooks": str(model.num_codebooks),
         "codebook_size": str(model.codebook_size),
+        "precision": precision_text(precision),
     }
     if model_ref:
         meta["model"] = str(model_ref)
