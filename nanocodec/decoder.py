@@ -22,6 +22,7 @@ from .nn.activations import OutputActivation, make_activation
 from .nn.conv import CausalConv1d, CausalConvTranspose1d, Conv1d, ConvTranspose1d, Ragged
 from .nn.masking import mask_past_lengths
 from .nn.resblocks import ResLayer
+from .nn.stream_state import DecoderStep, stateful_decoder_modules
 
 
 def _build_layers(decoder: nn.Module, cfg: DecoderConfig, causal: bool) -> None:
@@ -56,13 +57,13 @@ class CausalHiFiGANDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         _build_layers(self, cfg, causal=True)
+        self.state_names = stateful_decoder_modules(self)  # module -> its state's name
 
-    def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None, state: dict | None = None) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None, state: DecoderStep | None = None) -> torch.Tensor:
         """latents [B,D,F] -> audio [B,1,F*spf]; samples at or past `out_len` are zeroed as NeMo does.
 
-        `state` (streaming): every causal conv keeps its past in it, so consecutive calls on
-        consecutive chunks give exactly the offline output of the whole sequence.
-        """
+        `state` (streaming, see `step`): every causal conv reads its past from it and writes the
+        new one, so consecutive steps on consecutive chunks give exactly the offline output."""
         x = self.pre_conv(latents, state)
         for act, up, res_layer in zip(self.activations, self.up_convs, self.res_layers):
             # the transposed conv runs NCW, and the activation before it is cheaper on NCW rows
@@ -72,6 +73,32 @@ class CausalHiFiGANDecoder(nn.Module):
         if out_len is not None:
             x = mask_past_lengths(x, out_len)
         return self.out_activation(x).contiguous()
+
+    # ---- streaming: named, explicit state --------------------------------------------------
+    def state_spec(self) -> dict[str, tuple[int, int]]:
+        """name -> (channels, length) of each state tensor `[B, channels, length]`, in module order."""
+        spec = {}
+        for module, name in self.state_names.items():
+            if isinstance(module, CausalConv1d):
+                spec[name] = (module.weight.shape[1], module.context)
+            else:  # transposed conv: its last input frame
+                spec[name] = (module.weight.shape[0], 1)
+        return spec
+
+    def init_state(self, batch_size: int = 1, *, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The state at the start of a stream: zeros (the offline causal padding)."""
+        w = self.pre_conv.weight
+        return {name: torch.zeros(batch_size, c, n, dtype=dtype or w.dtype, device=device or w.device)
+                for name, (c, n) in self.state_spec().items()}
+
+    def step(self, latents: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`audio, state_out = step(latents [B,D,n], state_in)`: the next n frames' audio
+        [B,1,n*spf] and the state after them (new tensors; `state_in` is not modified). Chained
+        from `init_state`, the audio equals `forward` of all the frames."""
+        step = DecoderStep(self.state_names, state)
+        audio = self(latents, state=step)
+        return audio, step.outputs
 
 
 class HiFiGANDecoder(nn.Module):

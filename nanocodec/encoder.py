@@ -8,6 +8,7 @@ from .config import EncoderConfig
 from .nn.activations import make_activation
 from .nn.conv import Conv1d, Ragged
 from .nn.resblocks import ResLayer
+from .nn.stream_state import EncoderStream
 
 
 class HiFiGANEncoder(nn.Module):
@@ -34,15 +35,27 @@ class HiFiGANEncoder(nn.Module):
         self.post_activation = make_activation(cfg.activation, channels)
         self.post_conv = Conv1d(channels, cfg.encoded_dim, cfg.out_kernel_size, pad_mode=pad)
 
-    def forward(self, audio: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
-        """audio [B,1,T] (T a multiple of samples_per_frame) -> latents [B,D,T/spf]."""
-        x = self.pre_conv(audio, ragged)
+    def forward(self, audio: torch.Tensor, ragged: Ragged | None = None, state: EncoderStream | None = None) -> torch.Tensor:
+        """audio [B,1,T] (T a multiple of samples_per_frame) -> latents [B,D,T/spf].
+
+        With `state` (one stream, nanocodec/streaming): `audio` is the next piece of the input and
+        the result the latent frames now computable (all the rest when `state.final`)."""
+        x = self.pre_conv(audio, ragged, state=state)
         for res_layer, act, down, rate in zip(self.res_layers, self.activations, self.down_convs, self.cfg.down_sample_rates):
-            x = act(res_layer(x, ragged))
+            x = act(res_layer(x, ragged, state))
             next_ragged = ragged.downsampled(rate) if ragged is not None else None
-            x = down(x, ragged, next_ragged)
+            x = down(x, ragged, next_ragged, state=state)
             ragged = next_ragged
-        return self.post_conv(self.post_activation(x), ragged)
+        return self.post_conv(self.post_activation(x), ragged, state=state)
+
+    def lookahead(self) -> int:
+        """Input samples past a frame's end needed before that frame's latents can be emitted:
+        each conv's own lookahead (`Conv1d.lookahead`), scaled by the down-sampling before it."""
+        total, rate = self.pre_conv.lookahead(), 1
+        for res_layer, down in zip(self.res_layers, self.down_convs):
+            total += (res_layer.lookahead() + down.lookahead()) * rate
+            rate *= down.stride
+        return total + self.post_conv.lookahead() * rate
 
     def stage_paddings(self) -> list[tuple[int, int]]:
         """(samples per step at that stage, largest padding of a conv run at that stage).

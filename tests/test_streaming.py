@@ -169,3 +169,121 @@ def test_stream_encoder_empty_steps_and_reset(models):
     assert enc.flush().shape == (1, model.num_codebooks, 0)
     with pytest.raises(InvalidInputError):
         enc.step(torch.zeros(2, 10))
+
+
+# ---- the named, functional decoder state (one topology: the modules' own streaming code) -------
+def test_decoder_state_is_named_after_its_modules_and_functional(models):
+    model = models["nano0p6_replicate"]
+    dec = model.decoder
+    spec = dec.state_spec()
+    stateful = {name for name, m in dec.named_modules()
+                if type(m).__name__ in ("CausalConv1d", "FastCausalConv1d") and m.context
+                or type(m).__name__ == "CausalConvTranspose1d"}
+    assert set(spec) == stateful and "pre_conv" in spec and "up_convs.0" in spec
+    state = dec.init_state(2)
+    assert all(state[n].shape == (2, *spec[n]) and not state[n].any() for n in spec)
+    tokens = torch.from_numpy(fixtures.read_ref(next(c for c in CAUSAL_FIXTURES if c.name == "nano0p6_replicate"),
+                                                "speech_4s")["tokens"]).long()[:, :, :12].repeat(2, 1, 1)
+    latents = model.quantizer.decode(tokens)
+    before = {n: t.clone() for n, t in state.items()}
+    with torch.inference_mode():
+        pieces = []
+        for a, b in ((0, 1), (1, 6), (6, 12)):
+            audio, new = dec.step(latents[..., a:b], state)
+            # every stateful module wrote its state exactly once, and state_in was left alone
+            assert set(new) == set(spec) and all(torch.equal(state[n], before[n]) for n in spec)
+            state, before = new, {n: t.clone() for n, t in new.items()}
+            pieces.append(audio)
+        offline = dec(latents)
+    # contracts §5, streaming: <= 1e-5 against offline decoding of the same tokens
+    assert float((torch.cat(pieces, -1) - offline).abs().max()) <= compare.AUDIO_MAX_ABS_TOL
+
+
+def test_every_encoder_conv_streams_exactly_once_per_piece(models, monkeypatch):
+    """No second description of the encoder: a streaming step is the modules' own forward, and
+    it reaches every conv of the encoder exactly once."""
+    from nanocodec.nn.conv import Conv1d
+
+    model = models["nano0p6_replicate"]
+    calls = []
+    original = Conv1d.stream
+    monkeypatch.setattr(Conv1d, "stream", lambda self, x, state: calls.append(self) or original(self, x, state))
+    enc = model.stream_encoder()
+    convs = [m for m in model.encoder.modules() if isinstance(m, Conv1d)]
+    for piece in (torch.zeros(1, 3000), torch.zeros(1, 5)):
+        calls.clear()
+        enc.step(piece)
+        assert len(calls) == len(convs) and {id(c) for c in calls} == {id(c) for c in convs}
+    calls.clear()
+    enc.flush()
+    assert len(calls) == len(convs)
+
+
+# ---- multi-stream slots (contracts §8) ---------------------------------------------------------
+def solo(model, tokens_list):
+    dec = model.stream_decoder(1)
+    return torch.cat([dec.step(t) for t in tokens_list], -1)
+
+
+def test_slots_equal_their_solo_streams_whatever_the_others_do(models):
+    """Four slots; streams join late, leave, idle and are reset mid-way; each slot's output equals
+    a fresh solo stream fed the same tokens (contracts §8: <= 1e-5)."""
+    model = models["nano0p6_replicate"]
+    g, size = model.num_codebooks, model.codebook_size
+    gen = torch.Generator().manual_seed(5)
+    n_slots, steps = 4, 14
+    dec = model.stream_decoder(batch_size=n_slots)
+    fed = [[] for _ in range(n_slots)]  # tokens each slot received since its last reset
+    outs = [[] for _ in range(n_slots)]
+    for step in range(steps):
+        n = 1 + step % 3
+        if step == 7:
+            dec.reset(slots=[1])
+            fed[1], outs[1] = [], []
+        active = [step >= 3, step % 4 != 2, step < 9, True]  # 0 joins late, 1 idles, 2 leaves, 3 always
+        tokens = torch.randint(0, size, (n_slots, g, n), generator=gen)
+        tokens[~torch.tensor(active)] = -7  # an inactive slot's rows are ignored, not validated
+        out = dec.step(tokens, active=active)
+        assert out.shape == (n_slots, 1, n * model.samples_per_frame)
+        for i in range(n_slots):
+            if active[i]:
+                fed[i].append(tokens[i : i + 1])
+                outs[i].append(out[i : i + 1])
+            else:
+                assert not out[i].any()
+    for i in range(n_slots):
+        err = float((torch.cat(outs[i], -1) - solo(model, fed[i])).abs().max())
+        assert err <= compare.AUDIO_MAX_ABS_TOL, (i, err)
+
+
+def test_slot_arguments_are_checked(models):
+    model = models["nano0p6_replicate"]
+    dec = model.stream_decoder(batch_size=3)
+    tokens = torch.zeros(3, model.num_codebooks, 1, dtype=torch.long)
+    for bad in ([True, False], [1, 0, 1], "yes"):
+        with pytest.raises(InvalidInputError, match="active"):
+            dec.step(tokens, active=bad)
+    for bad in ([3], [-1], [0.5], 1):
+        with pytest.raises(InvalidInputError, match="slots"):
+            dec.reset(slots=bad)
+    assert not dec.step(tokens, active=[False] * 3).any()
+    with pytest.raises(InvalidInputError):
+        model.stream_decoder(batch_size=0)
+
+
+def test_decoder_step_captures_as_one_graph(models):
+    """The CUDA-graph proxy on CPU (issue 21): the step traces as one graph, with no graph break
+    (no host sync or data-dependent Python control flow). backend="eager": capture only, no codegen.
+    The reference modules: what runs off the CPU (backend "auto" there)."""
+    import copy
+
+    model = copy.deepcopy(models["nano0p6_replicate"]).set_backend("reference")
+    dec = model.decoder
+    state = dec.init_state(2)
+    latents = model.quantizer.decode(torch.randint(0, model.codebook_size, (2, model.num_codebooks, 1)))
+    torch._dynamo.reset()
+    step = torch.compile(dec.step, fullgraph=True, backend="eager")
+    with torch.inference_mode():
+        audio, new = step(latents, state)
+        want, want_state = dec.step(latents, state)
+    assert torch.equal(audio, want) and all(torch.equal(new[n], want_state[n]) for n in want_state)

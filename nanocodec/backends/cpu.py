@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.activations import LRELU_SLOPE, SNAKE_EPS, HalfSnake, Snake, needs_grad, snake
-from ..nn.conv import CausalConv1d, Conv1d, Ragged, cat_time, low_precision_unsafe, own_time, pad_with_context
+from ..nn.conv import (CausalConv1d, Conv1d, Ragged, cat_time, edge_padding, is_channels_last, low_precision_unsafe, own_time,
+                       pad_with_context)
 from ..nn.conv import conv1d as reference_conv1d
-from ..nn.resblocks import ResLayer
+from ..nn.resblocks import ResLayer, StreamState
+from ..nn.stream_state import DecoderStep, EncoderStream
 from . import accuracy_gate
 
 _CL = torch.channels_last
@@ -90,16 +92,8 @@ def _pad_channels_last(x: torch.Tensor, pad: int, pad_mode: str) -> torch.Tensor
         return F.pad(x.contiguous(), (pad, pad), mode="reflect")  # raises torch's own error
     out = x.new_empty(b, t + 2 * pad, c).transpose(1, 2)
     out[..., pad : pad + t].copy_(x)
-    left, right = out[..., :pad], out[..., pad + t :]
-    if pad_mode == "zeros":
-        left.zero_()
-        right.zero_()
-    elif pad_mode == "replicate":
-        left.copy_(x[..., :1].expand(-1, -1, pad))
-        right.copy_(x[..., -1:].expand(-1, -1, pad))
-    else:  # reflect about the first and last samples
-        left.copy_(x[..., 1 : pad + 1].flip(-1))
-        right.copy_(x[..., t - pad - 1 : t - 1].flip(-1))
+    out[..., :pad].copy_(edge_padding(x, pad, pad_mode, "left"))
+    out[..., pad + t :].copy_(edge_padding(x, pad, pad_mode, "right"))
     return out
 
 
@@ -112,7 +106,10 @@ class FastConv1d(Conv1d):
     def _cl(self, x: torch.Tensor) -> bool:
         return self.channels_last and x.device.type == "cpu"
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None,
+                state: EncoderStream | None = None) -> torch.Tensor:
+        if state is not None:  # the reference streaming code, on this class's `unpadded`
+            return self.stream(x, state)
         if not self._cl(x):
             # NCW: oneDNN would pick its channels-last kernel for a channels-last input
             return super().forward(x.contiguous(), ragged, out_ragged)
@@ -167,10 +164,7 @@ class FastConv1d(Conv1d):
         if j < left or length - p > n:
             return None
         y = conv(x, p)
-        if self.pad_mode == "replicate":
-            head, tail = x[..., :1].expand(-1, -1, p), x[..., -1:].expand(-1, -1, p)
-        else:
-            head, tail = x[..., 1 : p + 1].flip(-1), x[..., n - p - 1 : n - 1].flip(-1)
+        head, tail = edge_padding(x, p, self.pad_mode, "left"), edge_padding(x, p, self.pad_mode, "right")
         b = x.shape[0]
         edges = torch.cat([cat_time([head, x[..., : length - p]]), cat_time([x[..., j * s - p :], tail])], 0)
         e = unfolded_conv(edges, self.weight, self.bias, stride=s, dilation=self.dilation)
@@ -196,8 +190,11 @@ class FastCausalConv1d(CausalConv1d):
 
     channels_last = False
 
-    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
-        if not (self.channels_last and x.device.type == "cpu"):
+    def forward(self, x: torch.Tensor, state: DecoderStep | None = None) -> torch.Tensor:
+        cl = self.channels_last and x.device.type == "cpu"
+        if state is not None and self.context and x.shape[-1] * x.shape[1] <= STEP_MAX_VALUES:
+            return self._short_step(x, state, cl)
+        if not cl:
             # NCW: oneDNN would pick its channels-last kernel for a channels-last input
             return super().forward(x.contiguous(), state)
         if state is None:
@@ -207,23 +204,72 @@ class FastCausalConv1d(CausalConv1d):
             y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=self.context, channels_last=True)
             return y[..., :n]  # a view; channels-last rows, each item's contiguous
         if self.context:
-            past = state.get(self)
-            if past is None:
-                past = to_channels_last(x.new_zeros(x.shape[0], x.shape[1], self.context))
-            if x.shape[-1] >= _PATCH_MIN_RATIO * self.context:
-                return self._patched_chunk(x, past, state)
-            x = cat_time([past, x])
-            state[self] = own_time(x[..., -self.context :])
+            return self._patched_chunk(x, state.read(self, x, self.context), state)
         return conv1d(x, self.weight, self.bias, dilation=self.dilation, channels_last=True)
 
-    def _patched_chunk(self, x: torch.Tensor, past: torch.Tensor, state: dict) -> torch.Tensor:
+    def _short_step(self, x: torch.Tensor, state: DecoderStep, cl: bool) -> torch.Tensor:
+        """A streaming step's conv: past + input in the conv's layout, then the conv on a weight
+        reordered for oneDNN once (`packed_conv1d`), not on every call."""
+        past = state.read(self, x, self.context)
+        window = cat_time([to_channels_last(past), to_channels_last(x)]) if cl else torch.cat([past, x], -1).contiguous()
+        state.write(self, own_time(window[..., -self.context :]))
+        return packed_conv1d(self, window)
+
+    def _patched_chunk(self, x: torch.Tensor, past: torch.Tensor, state: DecoderStep) -> torch.Tensor:
         """A long chunk without copying it behind its past: the conv with zero padding, then the
         first `context` outputs (the ones that read the past) recomputed from past + chunk head."""
         c, n = self.context, x.shape[-1]
-        state[self] = own_time(x[..., -c:])
+        state.write(self, own_time(x[..., -c:]))
         y = conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=c, channels_last=True)[..., :n]
         y[..., :c] = unfolded_conv(cat_time([past, x[..., :c]]), self.weight, self.bias, dilation=self.dilation)
         return y
+
+
+# ---- streaming steps: weights reordered for oneDNN once ---------------------------------------------
+# A streaming step convolves a few samples with the whole weight: a conv call reorders the weight
+# into oneDNN's blocked layout every time (for the widest layers as much work as the conv itself,
+# measured), and for the smallest inputs torch falls back to its slow reference kernels. Steps
+# instead call oneDNN with the weight reordered once per conv and window length (the step sizes a
+# stream uses; the reorder is a hint for that length, valid for any).
+_PACKED_LENGTHS = 4  # window lengths kept per conv (e.g. 1- and 25-frame steps)
+# Step inputs up to this many values (512 KiB of float32: a 1-frame step's widest, 1764 samples x 27
+# channels, or a 25-frame step's first stages) take the packed path; longer chunks (offline chunked
+# decoding) the patched one, where the reorder is a small part of the conv.
+STEP_MAX_VALUES = 1 << 17
+
+
+def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and not needs_grad(x, weight))
+
+
+def packed_conv1d(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`conv1d(x, module.weight, module.bias, dilation=module.dilation)` (no padding, stride 1) on
+    a weight reordered for oneDNN once per window length; the output keeps `x`'s layout."""
+    if not _packable(x, module.weight):
+        return conv1d(x, module.weight, module.bias, dilation=module.dilation, channels_last=is_channels_last(x))
+    w = module.weight
+    tag = (w.data_ptr(), w._version, w.dtype)  # new or reloaded weights invalidate the reorders
+    tagged = module.__dict__.get("_packed_weights")
+    if tagged is None or tagged[0] != tag:
+        tagged = module.__dict__["_packed_weights"] = (tag, {})
+    cache = tagged[1]
+    length = x.shape[-1]
+    packed = cache.get(length)
+    if packed is None:
+        if len(cache) >= _PACKED_LENGTHS:
+            cache.pop(next(iter(cache)))
+        with torch.no_grad():
+            packed = cache[length] = torch.ops.mkldnn._reorder_convolution_weight(
+                module.weight.unsqueeze(2).contiguous(), [0, 0], [1, 1], [1, module.dilation], 1,
+                [1, x.shape[1], 1, length])
+    x4 = x.unsqueeze(2).contiguous(memory_format=_CL) if is_channels_last(x) else x.unsqueeze(2)
+    return torch.ops.mkldnn._convolution_pointwise(x4, packed, module.bias, [0, 0], [1, 1], [1, module.dilation], 1,
+                                                   "none", [], "").squeeze(2)
+
+
+def drop_packed_weights(module: nn.Module) -> None:
+    module.__dict__.pop("_packed_weights", None)
 
 
 # ---- (Half)Snake on channels-last memory ---------------------------------------------------------
@@ -252,7 +298,29 @@ def _steps_per_tile(t: int, c: int) -> int | None:
     return None
 
 
-def snake_rows(rows: torch.Tensor, alpha: torch.Tensor, snake_channels: int) -> torch.Tensor:
+def _tiled_constants(alpha: torch.Tensor, n: int, c: int, k: int, dtype: torch.dtype, owner: dict | None) -> torch.Tensor:
+    """[3, k*c]: alpha, 1/(alpha+eps) and the PReLU slope per channel, tiled k times; kept in
+    `owner` (the module's __dict__) per tile, so that a streaming step does not rebuild them on
+    every call; rebuilt when alpha changes."""
+    tag = (alpha.data_ptr(), alpha._version, dtype)
+    cache = None if owner is None else owner.get("_snake_tiles")
+    if cache is None or cache[0] != tag:
+        cache = (tag, {})
+        if owner is not None:
+            owner["_snake_tiles"] = cache
+    tiles = cache[1].get((c, k))
+    if tiles is None:
+        a = alpha.detach().reshape(-1).to(dtype)
+        per_channel = a.new_zeros(3, c)
+        per_channel[0, :n] = a
+        per_channel[1, :n] = (a + SNAKE_EPS).reciprocal()
+        per_channel[2, :n] = 1.0
+        per_channel[2, n:] = LRELU_SLOPE
+        tiles = cache[1][(c, k)] = per_channel.repeat(1, k)
+    return tiles
+
+
+def snake_rows(rows: torch.Tensor, alpha: torch.Tensor, snake_channels: int, owner: dict | None = None) -> torch.Tensor:
     """(Half)Snake on channels-last memory: `rows` [B,T,C] (each item's rows contiguous) -> new
     [B,T,C]: Snake on the first `snake_channels`, leaky ReLU on the rest.
 
@@ -262,19 +330,13 @@ def snake_rows(rows: torch.Tensor, alpha: torch.Tensor, snake_channels: int) -> 
     1*x, exact) and NeMo's 0.01 on the others. Per element the same IEEE operations as NeMo's."""
     b, t, c = rows.shape
     n = snake_channels
-    a = alpha.reshape(-1).to(rows.dtype)
-    per_channel = rows.new_zeros(3, c)
-    per_channel[0, :n] = a
-    per_channel[1, :n] = (a + SNAKE_EPS).reciprocal()
-    per_channel[2, :n] = 1.0
-    per_channel[2, n:] = LRELU_SLOPE
     k = _steps_per_tile(t, c)
+    alpha_t, inv_t, slope_t = _tiled_constants(alpha, n, c, k or 1, rows.dtype, owner)
     if k is None:  # no tiling: per-channel broadcasting (correct, slower)
-        out = snake(rows, per_channel[0], inv_alpha=per_channel[1])
+        out = snake(rows, alpha_t, inv_alpha=inv_t)
         if n < c:
             torch.ops.aten.leaky_relu.out(rows[..., n:], LRELU_SLOPE, out=out[..., n:])
         return out
-    alpha_t, inv_t, slope_t = per_channel.repeat(1, k)
     out = snake(rows.reshape(b, t // k, k * c), alpha_t, inv_alpha=inv_t)  # a view of rows; new out
     if n < c:
         out = nn.functional.prelu(out.reshape(-1, k * c), slope_t)
@@ -286,7 +348,7 @@ class FastSnake(Snake):
         rows = None if needs_grad(x, self.alpha) else _rows_of(x)
         if rows is None:
             return super().forward(x)
-        return snake_rows(rows, self.alpha, x.shape[1]).transpose(1, 2)  # stays channels-last
+        return snake_rows(rows, self.alpha, x.shape[1], self.__dict__).transpose(1, 2)  # stays channels-last
 
 
 class FastHalfSnake(HalfSnake):
@@ -294,11 +356,11 @@ class FastHalfSnake(HalfSnake):
         rows = None if needs_grad(x, self.alpha) else _rows_of(x)
         if rows is None:
             return super().forward(x)
-        return snake_rows(rows, self.alpha, self.snake_channels).transpose(1, 2)
+        return snake_rows(rows, self.alpha, self.snake_channels, self.__dict__).transpose(1, 2)
 
 
 class FastResLayer(ResLayer):
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: StreamState | None = None) -> torch.Tensor:
         # every block reads x: laid out once as their convs take it, not converted again by each
         first = self.blocks[0].units[0].input_conv
         if getattr(first, "channels_last", False) and x.device.type == "cpu":
@@ -331,6 +393,7 @@ def swap_in(module: nn.Module, channels_last: bool = False) -> nn.Module:
     if isinstance(module, CONVS):
         module.channels_last = channels_last
         _lay_out(module.weight, channels_last)
+        drop_packed_weights(module)
     return module
 
 
@@ -341,6 +404,7 @@ def swap_out(module: nn.Module) -> nn.Module:
         if isinstance(module, CONVS):
             _lay_out(module.weight, False)
             del module.channels_last
+            drop_packed_weights(module)
         module.__class__ = base
     return module
 

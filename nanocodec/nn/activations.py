@@ -56,7 +56,9 @@ class HalfSnake(nn.Module):
         # NeMo: cat([snake(x[:, :n]), leaky_relu(x[:, n:])], dim=1); here both halves are written
         # straight into one output (no cat, no temporaries), in the input's layout
         n = self.snake_channels
-        if needs_grad(x, self.alpha):  # autograd (training, gradient checks): NeMo's form as is
+        # autograd (training, gradient checks) and graph capture (torch.compile: no `out=` into a
+        # strided slice): NeMo's form as is
+        if needs_grad(x, self.alpha) or torch.compiler.is_compiling():
             return torch.cat([_snake_reference(x[:, :n], self.alpha), nn.functional.leaky_relu(x[:, n:], LRELU_SLOPE)], 1)
         x = x.contiguous()
         out = torch.empty_like(x)

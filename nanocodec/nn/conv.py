@@ -5,10 +5,13 @@ batch each item must see its *own* edge padding at its own end (batch invariance
 such a conv the context right after each item's end is filled as that item's padding would be
 (`Ragged.mode == "edge"`). `Ragged.mode == "mask"` instead reproduces NeMo's batched behaviour:
 the tensor is padded at its edges and every conv output is zeroed past each item's length.
+With `state=` (an `EncoderStream`) it is fed in pieces and emits each output once its inputs,
+padding included, have arrived.
 
 `CausalConv1d` / `CausalConvTranspose1d` are the decoder's: left zero padding only, and a
 transposed conv trimmed by its stride on the right. Being causal, they are batch invariant
-without any of this. With a `state` dict (streaming) each keeps its own past in `state[self]`.
+without any of this. With `state=` (a `DecoderStep`) each reads its past from the previous step
+and writes the new one (nn/stream_state.py).
 
 These are NeMo's own NCW `conv1d` calls: bitwise NeMo on the same machine. The fast CPU backend
 (nanocodec/backends/cpu.py) subclasses them to run channels-last where that pays and is accurate;
@@ -23,30 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
 from .masking import mask_past_lengths
+from .stream_state import ConvPieces
+from .time_axis import cat_time, is_channels_last, own_time  # noqa: F401  (re-exported for the backends)
 
 _TORCH_PAD_MODE = {"zeros": "constant", "replicate": "replicate", "reflect": "reflect"}
 
 
-def is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
-
-
-def cat_time(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """torch.cat along time that keeps a channels-last layout (a 3-D cat returns NCW, which
-    would transpose every piece in memory and again at the next conv)."""
-    if len(tensors) > 1 and all(is_channels_last(t) for t in tensors):
-        return torch.cat([t.transpose(1, 2) for t in tensors], 1).transpose(1, 2)
-    return torch.cat(tensors, -1)
-
-
-def own_time(x: torch.Tensor) -> torch.Tensor:
-    """A compact copy of a (small) slice in the same layout. Streaming state kept as a view
-    would pin the whole chunk it was cut from: one chunk per conv alive between calls."""
-    # clone, not contiguous(): a batch-1 slice counts as contiguous and would stay a view
-    if is_channels_last(x):
-        return x.transpose(1, 2).clone(memory_format=torch.contiguous_format).transpose(1, 2)
-    return x.clone(memory_format=torch.contiguous_format)
+def edge_padding(x: torch.Tensor, pad: int, pad_mode: str, side: str) -> torch.Tensor:
+    """The `pad` samples `F.pad(x, mode=pad_mode)` puts before `x` (side "left") or after it
+    ("right"), for `x` [B,C,T] in any memory layout (reflect needs T > pad)."""
+    if pad_mode == "zeros":
+        return x.new_zeros(*x.shape[:2], pad)
+    if pad_mode == "replicate":
+        return (x[..., :1] if side == "left" else x[..., -1:]).expand(-1, -1, pad)
+    n = x.shape[-1]  # reflect about the edge sample
+    return (x[..., 1 : pad + 1] if side == "left" else x[..., n - pad - 1 : n - 1]).flip(-1)
 
 
 def low_precision_unsafe(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -116,7 +112,10 @@ class Conv1d(nn.Module):
         self.pad_mode = pad_mode
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, out_ragged: Ragged | None = None,
+                state: "EncoderStream | None" = None) -> torch.Tensor:
+        if state is not None:
+            return self.stream(x, state)
         x = pad_with_context(x, self.padding, self.pad_mode, ragged)
         y = conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
         out_ragged = out_ragged or ragged
@@ -125,15 +124,54 @@ class Conv1d(nn.Module):
         return y
 
     def unpadded(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv without any padding (the streaming encoder pads its pieces itself)."""
+        """The conv without any padding (`stream` pads its pieces itself)."""
         return conv1d(x, self.weight, self.bias, stride=self.stride, dilation=self.dilation)
+
+    def lookahead(self) -> int:
+        """Input samples an output reads past its own stride's span (at this conv's input rate)."""
+        return (self.weight.shape[-1] - 1) * self.dilation - self.padding - (self.stride - 1)
+
+    def stream(self, x: torch.Tensor, state: "EncoderStream") -> torch.Tensor:
+        """The next piece of the offline output: every output whose window (padding included) has
+        arrived. The start is padded as offline once enough samples have come (reflect needs p+1),
+        the true end when `state.final`; then the record is cleared."""
+        r = state.record(self, ConvPieces)
+        p, mode = self.padding, self.pad_mode
+        if x.shape[-1]:
+            r.tail = own_time((x if r.tail is None else cat_time([r.tail, x]))[..., -(p + 1):])
+            if r.buf is None:
+                r.pending = x if r.pending is None else cat_time([r.pending, x])
+                if r.pending.shape[-1] >= (p + 1 if mode == "reflect" else 1):
+                    x, r.pending = r.pending, None
+                    r.buf = cat_time([edge_padding(x, p, mode, "left"), x]) if p else x
+            else:
+                r.buf = cat_time([r.buf, x])
+        if state.final:
+            state.forget(self)
+            if r.buf is None and r.pending is not None:
+                raise InvalidInputError("too little audio for this model's reflect padding; pad the input with silence")
+            if r.buf is not None and p:
+                r.buf = cat_time([r.buf, edge_padding(r.tail, p, mode, "right")])
+        return self._emit(r, x)
+
+    def _emit(self, r: ConvPieces, like: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        span = (self.weight.shape[-1] - 1) * self.dilation + 1
+        stop = 0 if r.buf is None else (r.base + r.buf.shape[-1] - span) // s + 1  # outputs [next_out, stop) computable
+        if stop <= r.next_out:
+            return like.new_zeros(like.shape[0], self.weight.shape[0], 0)
+        lo, hi = r.next_out * s - r.base, (stop - 1) * s + span - r.base
+        y = self.unpadded(r.buf[..., lo:hi])  # the conv's own backend: NCW, channels-last or a short matrix product
+        keep = stop * s - r.base
+        r.buf, r.base, r.next_out = own_time(r.buf[..., keep:]), r.base + keep, stop
+        return y
 
 
 class CausalConv1d(nn.Module):
     """Causal conv: left zero padding of (k-1)*d, stride 1 (NeMo `CausalConv1dNorm`).
 
-    With a `state` dict (streaming), the padding is instead the last (k-1)*d input samples of
-    the previous call, kept in `state[self]` (zeros at the start, exactly the offline padding).
+    With `state=` (a `DecoderStep`), the padding is instead the last (k-1)*d input samples of
+    the previous step (zeros at the start, exactly the offline padding).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, dilation=1):
@@ -144,24 +182,21 @@ class CausalConv1d(nn.Module):
         self.context = (kernel_size - 1) * dilation  # past samples each output needs
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: "DecoderStep | None" = None) -> torch.Tensor:
         if state is None:
             x = F.pad(x, (self.context, 0))
         elif self.context:
-            past = state.get(self)
-            if past is None:
-                past = x.new_zeros(x.shape[0], x.shape[1], self.context)
-            x = cat_time([past, x])
-            state[self] = own_time(x[..., -self.context :])
+            x = cat_time([state.read(self, x, self.context), x])
+            state.write(self, own_time(x[..., -self.context :]))
         return conv1d(x, self.weight, self.bias, dilation=self.dilation)
 
 
 class CausalConvTranspose1d(nn.Module):
     """Transposed conv, kernel 2r, stride r, right-trimmed by r (NeMo `CausalConvTranspose1dNorm`).
 
-    Output sample n depends on input frames n//r and n//r - 1 only. With a `state` dict
-    (streaming), the previous call's last input frame is prepended (zeros at the start) and the
-    outputs it alone produces are dropped: the overlap carried into the next chunk.
+    Output sample n depends on input frames n//r and n//r - 1 only. With `state=` (a
+    `DecoderStep`), the previous step's last input frame is prepended (zeros at the start) and
+    the outputs it alone produces are dropped: the overlap carried into the next chunk.
     """
 
     def __init__(self, in_channels, out_channels, stride, *, groups):
@@ -172,17 +207,15 @@ class CausalConvTranspose1d(nn.Module):
         self.groups = groups
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: "DecoderStep | None" = None) -> torch.Tensor:
         # NCW in any layout: oneDNN's channels-last grouped transposed conv is ~5x slower here
         x = x.contiguous()
         r, n = self.stride, x.shape[-1]
         if state is None:
             y = F.conv_transpose1d(x, self.weight, self.bias, stride=r, groups=self.groups)
             return y[..., : n * r]
-        previous = state.get(self)
-        if previous is None:
-            previous = x.new_zeros(x.shape[0], x.shape[1], 1)
-        state[self] = own_time(x[..., -1:])
+        previous = state.read(self, x, 1)
+        state.write(self, own_time(x[..., -1:]))
         y = F.conv_transpose1d(torch.cat([previous, x], dim=-1), self.weight, self.bias, stride=r, groups=self.groups)
         return y[..., r : r + n * r]
 

@@ -1,7 +1,9 @@
 """HiFi-GAN residual stacks (NeMo `ResidualBlock`, `HiFiGANResBlock`, `HiFiGANResLayer`).
 
-Non-causal stacks (the encoder's, the HiFi-GAN decoder's) take `ragged=`, the batch's valid lengths;
-causal ones (the NanoCodec decoder's) take `state=`, the streaming state dict. None: offline, full length.
+Non-causal stacks (the encoder's, the HiFi-GAN decoder's) take `ragged=`, the batch's valid lengths,
+and stream with `state=` an `EncoderStream` (their pieces lag their input: the residual and the mean
+wait for the slowest branch). Causal ones (the NanoCodec decoder's) stream with `state=` a
+`DecoderStep` (zero lookahead: nothing waits). None: offline, full length.
 """
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from torch import nn
 
 from .activations import make_activation
 from .conv import CausalConv1d, Conv1d, Ragged
+from .stream_state import DecoderStep, EncoderStream
+
+StreamState = EncoderStream | DecoderStep
 
 
 class ResidualUnit(nn.Module):
@@ -27,11 +32,17 @@ class ResidualUnit(nn.Module):
             self.input_conv = Conv1d(channels, channels, kernel_size, dilation=dilation, pad_mode=pad_mode)
             self.skip_conv = Conv1d(channels, channels, kernel_size, pad_mode=pad_mode)
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
-        context = {"state": state} if self.causal else {"ragged": ragged}
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: StreamState | None = None) -> torch.Tensor:
+        context = {"state": state} if self.causal else {"ragged": ragged, "state": state}
         h = self.input_conv(self.input_activation(x), **context)
+        y = self.skip_conv(self.skip_activation(h), **context)
+        if isinstance(state, EncoderStream):
+            return state.add_skip(self, x, y)
         # add into the conv's fresh output (x + y == y + x in IEEE arithmetic)
-        return self.skip_conv(self.skip_activation(h), **context).add_(x)
+        return y.add_(x)
+
+    def lookahead(self) -> int:
+        return self.input_conv.lookahead() + self.skip_conv.lookahead()
 
 
 class ResBlock(nn.Module):
@@ -43,10 +54,13 @@ class ResBlock(nn.Module):
             ResidualUnit(channels, kernel_size, d, activation, causal=causal, pad_mode=pad_mode) for d in dilations
         )
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: StreamState | None = None) -> torch.Tensor:
         for unit in self.units:
             x = unit(x, ragged, state)
         return x
+
+    def lookahead(self) -> int:
+        return sum(unit.lookahead() for unit in self.units)
 
 
 class ResLayer(nn.Module):
@@ -58,9 +72,14 @@ class ResLayer(nn.Module):
             ResBlock(channels, k, dilations, activation, causal=causal, pad_mode=pad_mode) for k in kernel_sizes
         )
 
-    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ragged: Ragged | None = None, state: StreamState | None = None) -> torch.Tensor:
+        if isinstance(state, EncoderStream):
+            return state.mean(self, [block(x, ragged, state) for block in self.blocks])
         # NeMo: sum(residuals) / len(residuals): left-to-right adds, then a true division.
         out = self.blocks[0](x, ragged, state)
         for block in self.blocks[1:]:
             out.add_(block(x, ragged, state))
         return out.div_(len(self.blocks))
+
+    def lookahead(self) -> int:
+        return max(block.lookahead() for block in self.blocks)
