@@ -1,27 +1,20 @@
 """Corpus tokenization throughput: the single-process engine vs `--engine ray` with 1 and 2 encoders.
 
-    python benchmarks/ray_throughput.py [--model FOLDER] [--files 24] [--seconds 5] [--out reports]
-    make bench-ray
+    python benchmarks/ray_throughput.py [--model FOLDER] [--files 24] [--seconds 5] [--out reports]   (make bench-ray)
 
-Audio-hours tokenized per hour of wall time, on one synthetic corpus (clips cut from the committed
-speech fixtures, half of them at 44.1 kHz 16-bit so that the decode stage resamples), all engines
-with the same shard and batch size and 1 torch thread per encoder. Every Ray output is compared
-with the local engine's: per file (path -> tokens) and the manifests, then every file byte for byte.
-
-Model: --model FOLDER, else the seeded full-size 0.6 kbps checkpoint cache/fixtures-full/nano0p6_full.nemo
-converted once into cache/bench-ray/ (make it with `make fixtures FULL=1`; git-ignored), else the
-full-size 0.6 kbps architecture with seeded random weights (speed does not depend on weight values).
-
-The Ray cluster is local (127.0.0.1, all CPUs of this machine, no dashboard); its start-up is timed
-apart. A Ray run's time includes starting its encode actors and loading the model in each.
-Writes reports/ray-<device>.md. Not a test: timings on a shared machine are noisy.
+Audio-hours tokenized per hour of wall time on one synthetic corpus (clips cut from the committed speech
+fixtures, half of them at 44.1 kHz 16-bit so that the decode stage resamples), all engines with the same shard
+and batch size and 1 torch thread per encoder; every Ray output compared with the local engine's per file, per
+manifest and byte for byte. Model: --model FOLDER, else cache/fixtures-full/nano0p6_full.nemo (`make fixtures
+FULL=1`) converted once into cache/bench-ray/, else the full-size architecture with seeded random weights (speed
+does not depend on weight values). The Ray cluster is local (127.0.0.1, all CPUs, no dashboard), its start-up
+timed apart. Writes <out>/ray-cpu.md. Not a test: timings on a shared machine are noisy.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import pickle
 import shutil
 import statistics
 import subprocess
@@ -36,7 +29,7 @@ import soxr
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # parity/ and convert/ are repository packages
+sys.path.insert(0, str(ROOT))  # parity/ is a repository package
 
 from nanocodec import AudioCodecModel, token_files  # noqa: E402
 from nanocodec.apps import corpus as tk  # noqa: E402
@@ -50,37 +43,30 @@ def model_folder(arg: str | None) -> tuple[Path, str]:
     if arg:
         return Path(arg), f"`{arg}`"
     if FULL_NEMO.exists():
-        out = WORK / "nano0p6_full"
-        if not (out / "model.safetensors").exists():
+        if not (out := WORK / "nano0p6_full").joinpath("model.safetensors").exists():
             from nanocodec.convert.converter import convert
 
             convert(str(FULL_NEMO), str(out), overwrite=True)
         return out, "the seeded full-size 0.6 kbps checkpoint (`cache/fixtures-full/nano0p6_full.nemo`, converted)"
-    print(f"{FULL_NEMO} is missing (make it with `make fixtures FULL=1`): using the full-size architecture "
-          "with seeded random weights", file=sys.stderr)
     from nanocodec.presets import DEFAULT_PRESET, PRESETS
 
-    out = WORK / "preset_random"
-    if not out.exists():
+    print(f"{FULL_NEMO} is missing (`make fixtures FULL=1`): the full-size architecture with seeded random weights", file=sys.stderr)
+    if not (out := WORK / "preset_random").exists():
         torch.manual_seed(0)
         AudioCodecModel(PRESETS[DEFAULT_PRESET].config()).save_pretrained(out)
     return out, f"the full-size `{DEFAULT_PRESET}` architecture with seeded random weights"
 
 
 def make_corpus(root: Path, files: int, seconds: float) -> float:
-    """`files` clips of about `seconds` (4/5 to 6/5 of it), cut from the speech fixtures with a
-    little seeded noise; odd ones at 44.1 kHz PCM_16. Returns the total duration in seconds."""
-    src = np.concatenate([sf.read(ROOT / "tests" / "fixtures" / "audio" / f"{n}.wav", dtype="float32")[0]
-                          for n in ("speech_11s", "speech_4s")])
-    rng = np.random.default_rng(0)
+    """`files` clips of 4/5 to 6/5 of `seconds`, cut from the speech fixtures with a little seeded noise; odd
+    ones at 44.1 kHz PCM_16. Returns the total duration in seconds."""
+    src = np.concatenate([sf.read(ROOT / "tests" / "fixtures" / "audio" / f"{n}.wav", dtype="float32")[0] for n in ("speech_11s", "speech_4s")])
+    rng, total = np.random.default_rng(0), 0.0
     shutil.rmtree(root, ignore_errors=True)
-    total = 0.0
     for i in range(files):
         n = int(22050 * seconds * rng.uniform(0.8, 1.2))
-        start = int(rng.integers(0, len(src)))
-        clip = np.resize(np.roll(src, -start), n) + 0.003 * rng.standard_normal(n).astype(np.float32)
-        folder = root / f"spk{i % 4}"
-        folder.mkdir(parents=True, exist_ok=True)
+        clip = np.resize(np.roll(src, -int(rng.integers(0, len(src)))), n) + 0.003 * rng.standard_normal(n).astype(np.float32)
+        (folder := root / f"spk{i % 4}").mkdir(parents=True, exist_ok=True)
         if i % 2:
             sf.write(folder / f"utt{i:04d}.wav", soxr.resample(clip, 22050, 44100), 44100, subtype="PCM_16")
         else:
@@ -90,29 +76,18 @@ def make_corpus(root: Path, files: int, seconds: float) -> float:
 
 
 def timed_encoder(ray_engine, log_dir: Path):
-    """An encode actor that also logs the CPU time of each batch (its thread's, so other work on a
-    shared machine does not count) and the audio it encoded: a per-core figure the load does not skew."""
+    """An encode actor that logs the CPU time of each batch (its thread's: other work on a shared machine does not
+    count), so that audio / CPU time is a per-core figure the machine's load does not skew."""
 
     class TimedEncoder(ray_engine.Encoder):
-        def __call__(self, row):
+        def encode(self, row):
             t = time.thread_time()
-            out = super().__call__(row)
-            cpu = time.thread_time() - t
-            seconds = sum(d[2] for d in pickle.loads(out["result"]).done)
-            with open(Path(log_dir) / f"{os.getpid()}.txt", "a") as f:
-                f.write(f"{cpu} {seconds}\n")
-            return out
+            enc = super().encode(row)
+            with open(log_dir / f"{os.getpid()}.txt", "a") as f:
+                f.write(f"{time.thread_time() - t}\n")
+            return enc
 
     return TimedEncoder
-
-
-def logged_cpu(log_dir: Path) -> tuple[float, float]:
-    cpu = audio = 0.0
-    for path in log_dir.glob("*.txt"):
-        for line in path.read_text().splitlines():
-            c, a = map(float, line.split())
-            cpu, audio = cpu + c, audio + a
-    return cpu, audio
 
 
 def tokens_by_path(out: Path) -> dict:
@@ -123,8 +98,8 @@ def tokens_by_path(out: Path) -> dict:
 def compare(out: Path, ref: Path) -> str:
     a, b = tokens_by_path(out), tokens_by_path(ref)
     differ = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
-    files = {p.name for p in ref.iterdir()} | {p.name for p in out.iterdir()}
-    bytes_differ = sorted(n for n in files if n != tk.LOCK and (
+    names = {p.name for p in ref.iterdir()} | {p.name for p in out.iterdir()}
+    bytes_differ = sorted(n for n in names if n != tk.LOCK and (
         not (out / n).exists() or not (ref / n).exists() or (out / n).read_bytes() != (ref / n).read_bytes()))
     if not differ and not bytes_differ:
         return f"yes: {len(a)} files' tokens, manifest and every shard byte-identical"
@@ -132,10 +107,7 @@ def compare(out: Path, ref: Path) -> str:
 
 
 def loadavg() -> str:
-    try:
-        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv=None) -> int:
@@ -144,8 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=5.0, help="mean clip length")
     ap.add_argument("--shard-size", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=1,
-                    help="default 1: on CPU, batch 1 is the fastest per item (reports/bench-cpu-<cpu>.md)")
+    ap.add_argument("--batch-size", type=int, default=1, help="default 1: on CPU the fastest per item (reports/bench-cpu-<cpu>.md)")
     ap.add_argument("--workers", default="1,2", help="Ray encoder counts to measure, comma-separated")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (median reported)")
     ap.add_argument("--out", default="reports")
@@ -163,17 +134,14 @@ def main(argv=None) -> int:
     audio_s = make_corpus(corpus, args.files, args.seconds)
     kw = dict(model_ref=str(folder), shard_size=args.shard_size, batch_size=args.batch_size, progress=False,
               log=lambda m: print(m, file=sys.stderr))
-    load_start = loadavg()
-    runs: dict[tuple[str, int], list[dict]] = {}
+    load_start, runs, commits = loadavg(), {}, []
+    commit_shard = tk.commit_shard
 
-    commits = []  # (time, audio seconds so far) at each shard the driver commits: when the first came
-    orig_commit = tk.commit_shard
+    def timed_commit(*a, **k):  # when the first shard is written: both engines' drivers call tk.commit_shard
+        commit_shard(*a, **k)
+        commits.append(time.perf_counter())
 
-    def timed_commit(plan, name, enc, meta, result, say):
-        orig_commit(plan, name, enc, meta, result, say)
-        commits.append((time.perf_counter(), result.audio_seconds))
-
-    tk.commit_shard = timed_commit  # both engines' drivers call tk.commit_shard
+    tk.commit_shard = timed_commit
 
     def measure(label, workers, fn, out) -> dict:
         shutil.rmtree(out, ignore_errors=True)
@@ -182,10 +150,10 @@ def main(argv=None) -> int:
         res = fn(corpus, out, model, **kw)
         wall, cpu = time.perf_counter() - t, time.thread_time() - cpu
         assert res.encoded == args.files and not res.failed, res
-        run = {"wall_s": wall, "rate": audio_s / wall, "first_s": commits[0][0] - t, "cpu_s": cpu}
+        run = {"wall_s": wall, "rate": audio_s / wall, "first_s": commits[0] - t, "cpu_s": cpu}
         runs.setdefault((label, workers), []).append(run)
-        print(f"{label:>6} x{workers}: {wall:7.1f} s, {audio_s / wall:6.2f} audio-h/h "
-              f"(first shard after {run['first_s']:.1f} s)", file=sys.stderr)
+        print(f"{label:>6} x{workers}: {wall:7.1f} s, {audio_s / wall:6.2f} audio-h/h (first shard after {run['first_s']:.1f} s)",
+              file=sys.stderr)
         return run
 
     # the decode stage alone (read, sha256, decode, resample to the model's rate), one core
@@ -194,18 +162,13 @@ def main(argv=None) -> int:
     decode_rate = audio_s / (time.thread_time() - t)
     assert len(items) == args.files and not failed
     del items
-    print(f"decode stage: {decode_rate:.0f} audio-h/h per core", file=sys.stderr)
-
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    t = time.perf_counter()
+    temp, t = tempfile.mkdtemp(prefix="ray-", dir="/tmp"), time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), address="local", include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", _temp_dir=temp)
-    ray_start = time.perf_counter() - t
-    ref = WORK / "out-ref"
+    ray_start, ref = time.perf_counter() - t, WORK / "out-ref"
     try:
         for r in range(args.rounds):  # interleaved, so that every engine sees the machine's changing load
-            out = WORK / "out-local"
-            run = measure("local", 1, tk.tokenize, out)
+            run = measure("local", 1, tk.tokenize, out := WORK / "out-local")
             run["per_core"] = audio_s / run["cpu_s"]
             if r == 0:
                 shutil.rmtree(ref, ignore_errors=True)
@@ -213,76 +176,55 @@ def main(argv=None) -> int:
             else:
                 run["same"] = compare(out, ref)
             for w in [int(x) for x in args.workers.split(",")]:
-                log_dir = WORK / f"cpu-ray{w}"
-                shutil.rmtree(log_dir, ignore_errors=True)
+                shutil.rmtree(log_dir := WORK / f"cpu-ray{w}", ignore_errors=True)
                 log_dir.mkdir()
                 encoder = timed_encoder(ray_engine, log_dir)
-                out = WORK / f"out-ray{w}"
-                run = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k),
-                              out)
+                run = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k), out := WORK / f"out-ray{w}")
                 run["same"] = compare(out, ref)
-                cpu, audio = logged_cpu(log_dir)
-                run["per_core"] = audio / cpu
+                run["per_core"] = audio_s / sum(float(x) for p in log_dir.glob("*.txt") for x in p.read_text().split())
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
-    load_end = loadavg()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = [
-        "# Corpus tokenization on Ray Data: throughput on this CPU",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench-ray` "
-        f"(benchmarks/ray_throughput.py) at commit {commit or 'n/a'}.",
-        "",
-        f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work "
-        f"ran during the measurement (load average 1/5/15 min {load_start} at the start, {load_end} at the end), "
-        "so wall-time figures are noisy (they move by tens of percent from round to round) and lower than on an "
-        "idle machine.",
-        f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, "
-        "1 torch thread per encoder (and in the local engine).",
-        f"- **Corpus**: {args.files} clips, {audio_s:.1f} s of audio in all (about {args.seconds:g} s each; half at "
-        f"44.1 kHz PCM_16, resampled at load), shard size {args.shard_size}, batch size {args.batch_size}.",
-        f"- **Ray**: {ray.__version__}, a local cluster on 127.0.0.1 with {os.cpu_count()} CPUs (start-up "
-        f"{ray_start:.1f} s, not counted below), up during all rounds. A Ray run's time counts starting its encode "
-        "actors and loading the model in each; with as many encoders as cores they reserve a little less than one "
-        "CPU each and share the cores with the decode tasks.",
+        "# Corpus tokenization on Ray Data: throughput on this CPU", "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench-ray` (benchmarks/ray_throughput.py) "
+        f"at commit {commit or 'n/a'}.", "",
+        f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work ran during "
+        f"the measurement (load average 1/5/15 min {load_start} at the start, {loadavg()} at the end), so wall-time figures are "
+        "noisy (they move by tens of percent from round to round) and lower than on an idle machine.",
+        f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, 1 torch thread "
+        "per encoder (and in the local engine).",
+        f"- **Corpus**: {args.files} clips, {audio_s:.1f} s of audio in all (about {args.seconds:g} s each; half at 44.1 kHz "
+        f"PCM_16, resampled at load), shard size {args.shard_size}, batch size {args.batch_size}.",
+        f"- **Ray**: {ray.__version__}, a local cluster on 127.0.0.1 with {os.cpu_count()} CPUs (start-up {ray_start:.1f} s, not "
+        "counted below), up during all rounds. A Ray run's time counts starting its encode actors and loading the model in "
+        "each; with as many encoders as cores they reserve a little less than one CPU each and share the cores with the "
+        "decode tasks.",
         f"- **Rounds**: {args.rounds}, the engines interleaved (local, Ray x1, Ray x2, local, ...).",
-        f"- **Decode stage alone** (read, sha256, decode, resample; `tokenize.load_batch` on one core): "
-        f"{decode_rate:.0f} audio-hours per hour.",
+        f"- **Decode stage alone** (read, sha256, decode, resample; `load_batch` on one core): {decode_rate:.0f} audio-hours per hour.",
         "",
-        "| engine | encoders | audio-hours per hour (× real time): median (min-max) | wall s, median "
-        "| first shard written after s, median | audio-hours per CPU-hour of encoding, median | same as local engine? |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "| engine | encoders | audio-hours per hour (× real time): median (min-max) | wall s, median | first shard written after "
+        "s, median | audio-hours per CPU-hour of encoding, median | same as local engine? |",
+        "|---|---|---|---|---|---|---|"]
     med = statistics.median
     for (label, workers), rs in runs.items():
-        rates = [r["rate"] for r in rs]
-        same = [r["same"] for r in rs if "same" in r]
-        if not same:
-            verdict = "(the reference)"
-        elif all(x.startswith("yes") for x in same):
-            verdict = same[0] + (f", in all {len(same)} rounds" if len(same) > 1 else "")
-        else:
-            verdict = "; ".join(same)
-        lines.append(f"| {label} | {workers} | {med(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | "
-                     f"{med(r['wall_s'] for r in rs):.1f} | {med(r['first_s'] for r in rs):.1f} | "
-                     f"{med(r['per_core'] for r in rs):.2f} | {verdict} |")
+        rates, same = [r["rate"] for r in rs], [r["same"] for r in rs if "same" in r]
+        verdict = ("(the reference)" if not same else same[0] + (f", in all {len(same)} rounds" if len(same) > 1 else "")
+                   if all(x.startswith("yes") for x in same) else "; ".join(same))
+        lines.append(f"| {label} | {workers} | {med(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | {med(r['wall_s'] for r in rs):.1f} "
+                     f"| {med(r['first_s'] for r in rs):.1f} | {med(r['per_core'] for r in rs):.2f} | {verdict} |")
     lines += [
-        "",
-        "Audio-hours per hour = seconds of audio tokenized ÷ seconds of wall time (the same number as × real time). "
-        "Wall time: from the call to the end, Ray actor start-up and model loading included (the first-shard "
-        "column shows that start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the "
-        "threads that encode (Ray: summed over the encode actors, logged per batch; local: the whole run's thread, "
-        "decoding included), which the machine's other load does not inflate: the figure a cluster plan scales "
-        "by core count.",
-        "The equality column compares each output with the first local run's: per file, path → token bytes from "
-        "the shards; the manifests and error logs; every shard file byte for byte (the lock file aside).",
-        "",
-    ]
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ray-cpu.md").write_text("\n".join(lines))
+        "", "Audio-hours per hour = seconds of audio tokenized ÷ seconds of wall time (the same number as × real time). Wall "
+        "time: from the call to the end, Ray actor start-up and model loading included (the first-shard column shows that "
+        "start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the threads that encode (Ray: summed "
+        "over the encode actors, logged per batch; local: the whole run's thread, decoding included), which the machine's "
+        "other load does not inflate: the figure a cluster plan scales by core count.",
+        "The equality column compares each output with the first local run's: per file, path → token bytes from the shards; "
+        "the manifests and error logs; every shard file byte for byte (the lock file aside).", ""]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "ray-cpu.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
