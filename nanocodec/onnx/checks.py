@@ -87,8 +87,8 @@ def audio_batch(audio, audio_len, samples_per_frame: int, min_frames: int) -> tu
 def token_batch(tokens, tokens_len, num_codebooks: int, codebook_size: int, *,
                 active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[G,F] or [B,G,F] integer tokens -> (int32 [B,G,F], int64 lengths [B]). Ids must be in
-    [0, codebook_size) inside each item's length (and, with `active`, in active rows only); frames
-    past a length and inactive rows are set to 0."""
+    [0, codebook_size) inside each item's length; with `active` (a stream's slots: one row each),
+    in active rows only. Frames past a length and inactive rows are set to 0."""
     tokens = _array(tokens, "tokens")
     if tokens.dtype.kind not in "iu":
         raise InvalidInputError(f"tokens must be an integer array, got dtype {tokens.dtype}")
@@ -101,6 +101,8 @@ def token_batch(tokens, tokens_len, num_codebooks: int, codebook_size: int, *,
                                 "were they made by another NanoCodec variant?")
     if tokens.shape[0] == 0 or tokens.shape[-1] == 0:
         raise InvalidInputError(f"tokens are empty (shape {list(tokens.shape)}); pass at least one frame")
+    if active is not None and tokens.shape[0] != len(active):
+        raise InvalidInputError(f"this stream was opened with batch_size={len(active)}, got {tokens.shape[0]} items")
     tokens_len = lengths(tokens_len, tokens.shape[0], tokens.shape[-1], "tokens_len")
     valid = (np.arange(tokens.shape[-1])[None, :] < tokens_len[:, None])[:, None, :]
     if active is not None:

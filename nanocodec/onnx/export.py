@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,8 +68,21 @@ def _one_torch_thread():
 def _export_graph(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:
     import onnx
 
-    torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
-                      dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+    with warnings.catch_warnings():
+        # chosen on purpose (module docstring), and said once per graph
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        # strided slices are left to the runtime: nothing to fold
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        # the time axis' memory-layout test (channels-last or not): either branch concatenates the
+        # same values, so a layout fixed at trace time changes no result
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"nanocodec\.nn\.time_axis")
+        if isinstance(module, DecoderGraph):
+            # the non-causal decoder's Python checks of the example's lengths (its reflect minimum
+            # and the ragged branch): decided at trace time on purpose (DecoderGraph)
+            warnings.filterwarnings("ignore", message="Converting a tensor to a Python", category=torch.jit.TracerWarning)
+        torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -158,13 +172,12 @@ def export_onnx(model, out_dir, *, opset: int = layout.DEFAULT_OPSET, overwrite:
             for name, (c, n) in state_spec.items()
         ],
     }
-    if causal:
+    if causal:  # then state_in.<name> / state_out.<name> for each entry of config["state"], in order
         config["graphs"]["decoder_step"] = {
             "file": layout.DECODER_STEP_FILE,
-            "inputs": [_io("tokens", "int32", ["batch", groups, "frames"])]
-            + [_io(layout.STATE_IN + n, "float32", ["batch", c, k]) for n, (c, k) in state_spec.items()],
-            "outputs": [_io("audio", "float32", ["batch", 1, f"frames*{spf}"])]
-            + [_io(layout.STATE_OUT + n, "float32", ["batch", c, k]) for n, (c, k) in state_spec.items()],
+            "inputs": [_io("tokens", "int32", ["batch", groups, "frames"])],
+            "outputs": [_io("audio", "float32", ["batch", 1, f"frames*{spf}"])],
+            "state": True,
         }
     report = ExportReport(Path(out_dir), [g[2] for g in graphs.values()] + [layout.CONFIG_FILE])
 
