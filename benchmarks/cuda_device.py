@@ -69,7 +69,7 @@ FULL = Profile("full", "nano0p6_full", (1.0, 5.0), (5.0, 2.3, 1.0 + 7 / SR, 0.37
                5.0, (1, 4, 16, 32, 64), (Case(5, 1), Case(5, 4), Case(5, 16)), 1.0, 15)
 TINY = Profile("tiny", "nano0p6_replicate", (0.3, 1.0), (1.0, 0.5, 0.2 + 7 / SR), (1.0,), (Case(1, 1), Case(1, 4), Case(0.5, 1)),
                0.5, (1, 4), (Case(1, 1), Case(1, 4)), 0.15, 3)
-T0, BUDGET = time.monotonic(), 0.0
+T0, BUDGET, COMPILE = time.monotonic(), 0.0, False  # set by main()
 
 
 def elapsed() -> float:
@@ -235,7 +235,7 @@ def nemo_per_item(impl: Impl, audio, lens) -> dict:
     return out
 
 
-def step_parity(models, profile: Profile, device, res: dict) -> None:
+def step_parity(models, profile: Profile, device, res: dict, write) -> None:
     cpu, dev, rows = torch.device("cpu"), device.type, res["parity"]["rows"]
     ours_d, nemo_d, ours_c, nemo_c = (make_impl(models, s, "fp32", d) for d in (device, cpu) for s in ("ours", "nemo"))
     inputs = [(f"speech_{s:g}s", [speech(round(s * SR), offset_s=3.1 * i)]) for i, s in enumerate(profile.parity_seconds)]
@@ -270,7 +270,7 @@ def step_parity(models, profile: Profile, device, res: dict) -> None:
 HALF_VARIANTS = [("ours", "bf16"), ("ours", "fp16"), ("ours", "tf32"), ("nemo", "bf16-autocast"), ("nemo", "bf16-cast"), ("nemo", "tf32")]
 
 
-def step_half(models, profile: Profile, device, res: dict) -> None:
+def step_half(models, profile: Profile, device, res: dict, write) -> None:
     """Each variant against NeMo float32 (TF32 off): token agreement, latents, and the decode of NeMo's tokens."""
     nemo32 = make_impl(models, "nemo", "fp32", device)
     refs = [(f"speech_{s:g}s", *batch_of([speech(round(s * SR), offset_s=5.3 * i)], device, junk=False))
@@ -508,8 +508,8 @@ def compile_case(model, case: Case, device, mode: str, reps: int) -> dict:
     return out
 
 
-def step_compile(models, profile, device, res, write, enabled: bool) -> None:
-    if not enabled:
+def step_compile(models, profile, device, res, write) -> None:
+    if not COMPILE:
         res["compile"]["skipped"] = "off (--compile off, or auto on a CPU)"
         return
     need = 25.0 if profile.name == "tiny" else 100.0  # a compile of the full-size model takes about a minute
@@ -576,8 +576,12 @@ def step_targets(profile, res: dict) -> None:
     res["targets"] = t
 
 
+STEPS = {"parity": step_parity, "half": step_half, "grid": step_grid, "sweep": step_sweep, "graphs": step_graphs,
+         "cudnn_benchmark": step_cudnn_benchmark, "compile": step_compile}  # in --steps' default order
+
+
 def main(argv=None) -> int:
-    global BUDGET, T0
+    global BUDGET, T0, COMPILE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for the reports")
     ap.add_argument("--budget-s", type=float, default=330.0, help="wall-clock budget for the whole run (default 330)")
@@ -591,12 +595,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="parity,half,grid,sweep,graphs,cudnn_benchmark,compile", help="comma list (default all)")
     args = ap.parse_args(argv)
     T0, BUDGET, device = time.monotonic(), args.budget_s, torch.device(args.device)
+    COMPILE = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device available (use --device cpu --tiny to test the script)", file=sys.stderr)
         return 2
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    if unknown := sorted(set(steps) - set(STEP_END) - {"parity", "half"}):
-        ap.error(f"--steps: unknown {unknown}; known: parity, half, {', '.join(STEP_END)}")
+    if unknown := sorted(set(steps) - set(STEPS)):
+        ap.error(f"--steps: unknown {unknown}; known: {', '.join(STEPS)}")
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     profile, info, out = TINY if args.tiny else FULL, machine_info(device), Path(args.out)
@@ -632,18 +637,11 @@ def main(argv=None) -> int:
                         "build_s": round(time.monotonic() - t0, 1)}
         log(f"models built in {time.monotonic() - t0:.1f} s; weights sha256 {models.weights_sha256[:16]}")
         write()
-        compile_on = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-        runners = {"parity": lambda: step_parity(models, profile, device, res), "half": lambda: step_half(models, profile, device, res),
-                   "grid": lambda: step_grid(models, profile, device, res, write),
-                   "sweep": lambda: step_sweep(models, profile, device, res, write),
-                   "cudnn_benchmark": lambda: step_cudnn_benchmark(models, profile, device, res, write),
-                   "graphs": lambda: step_graphs(models, profile, device, res, write),
-                   "compile": lambda: step_compile(models, profile, device, res, write, compile_on)}
         for name in steps:
             t0 = time.monotonic()
             log(f"--- {name} ({left():.0f} s of budget left)")
             try:
-                runners[name]()
+                STEPS[name](models, profile, device, res, write)
                 res["steps"][name] = {"s": round(time.monotonic() - t0, 1)}
             except Exception as e:  # noqa: BLE001  one step's failure must not cost the others
                 res["steps"][name] = {"s": round(time.monotonic() - t0, 1), "error": err_text(e)}

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import nemo_from_wheel  # noqa: E402
-from device_setup import import_build_fixtures, read_wav  # noqa: E402
+from common import read_wav  # noqa: E402
+from device_setup import import_build_fixtures  # noqa: E402
 
 from nanocodec.convert.archive import read_nemo  # noqa: E402
 from parity import compare  # noqa: E402
