@@ -138,15 +138,20 @@ class HiFiGANDecoder(nn.Module):
                 f"(NeMo itself fails on fewer); got {frames}. Encode at least {need} frames of audio."
             )
 
+    def init_state(self, *args, **kwargs):
+        raise NotSupportedError(
+            "this model's decoder (NeMo HiFiGANDecoder) is not causal: every output sample depends on later "
+            "frames, so it cannot decode incrementally (stream_decoder, chunk_seconds). Decode whole sequences."
+        )
+
+    step = init_state
+
     # ---- forward --------------------------------------------------------------------------
     def forward(self, latents: torch.Tensor, out_len: torch.Tensor | None = None, state: dict | None = None,
                 ragged_mode: str = "edge") -> torch.Tensor:
         """latents [B,D,F] -> audio [B,1,F*spf]; samples at or past `out_len` are zeroed as NeMo does."""
         if state is not None:
-            raise NotSupportedError(
-                "this model's decoder (NeMo HiFiGANDecoder) is not causal: every output sample depends on later "
-                "frames, so it cannot decode incrementally (stream_decoder, chunk_seconds). Decode whole sequences."
-            )
+            self.init_state()
         spf = 1
         for rate in self.cfg.up_sample_rates:
             spf *= rate

@@ -15,6 +15,7 @@ from nanocodec.errors import InvalidInputError
 from nanocodec.backends import cpu
 from nanocodec.backends.cpu import to_channels_last
 from nanocodec.nn.activations import LRELU_SLOPE, HalfSnake, Snake
+from nanocodec.nn.stream_state import DecoderStep
 from nanocodec.nn.conv import CausalConv1d, Conv1d, Ragged
 from parity import compare, fixtures
 
@@ -124,9 +125,11 @@ def test_causal_channels_last_conv_equals_nemo_layout(kernel, dilation, one_thre
     for inp in (x, to_channels_last(x)):
         y = conv(inp)
         assert y.stride(1) == 1 and _rel(y, ref) <= REL_TOL
-        state, pieces = {}, []
+        state, pieces = {}, []  # the conv's named state, carried from step to step
         for a, b in [(0, 1), (1, 40), (40, 41), (41, 301)]:
-            pieces.append(conv(inp[..., a:b], state))
+            step = DecoderStep({conv: "conv"}, state)
+            pieces.append(conv(inp[..., a:b], step))
+            state = step.outputs
         assert _rel(torch.cat(pieces, -1), ref) <= REL_TOL
 
 

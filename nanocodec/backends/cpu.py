@@ -189,6 +189,7 @@ class FastCausalConv1d(CausalConv1d):
     """`CausalConv1d`, channels-last when `channels_last` (set by `apply`) and on CPU."""
 
     channels_last = False
+    step_packed = True  # streaming steps on prepacked weights (`apply` clears it for the first conv)
 
     def forward(self, x: torch.Tensor, state: DecoderStep | None = None) -> torch.Tensor:
         cl = self.channels_last and x.device.type == "cpu"
@@ -213,6 +214,8 @@ class FastCausalConv1d(CausalConv1d):
         past = state.read(self, x, self.context)
         window = cat_time([to_channels_last(past), to_channels_last(x)]) if cl else torch.cat([past, x], -1).contiguous()
         state.write(self, own_time(window[..., -self.context :]))
+        if not self.step_packed:  # the decoder's first conv: summed as NeMo sums it (module docstring)
+            return conv1d(window, self.weight, self.bias, dilation=self.dilation, channels_last=cl)
         return packed_conv1d(self, window)
 
     def _patched_chunk(self, x: torch.Tensor, past: torch.Tensor, state: DecoderStep) -> torch.Tensor:
@@ -404,6 +407,7 @@ def swap_out(module: nn.Module) -> nn.Module:
         if isinstance(module, CONVS):
             _lay_out(module.weight, False)
             del module.channels_last
+            module.__dict__.pop("step_packed", None)
             drop_packed_weights(module)
         module.__class__ = base
     return module
@@ -422,6 +426,8 @@ def apply(model, *, force: bool = False) -> dict:
                 module.weight, getattr(module, "stride", 1), module.dilation))
             counts["channels_last" if cl else "ncw"] += 1
         swap_in(module, cl)
+        if module is model.decoder.pre_conv and isinstance(module, FastCausalConv1d):
+            module.step_packed = False
     return counts
 
 
