@@ -1,5 +1,6 @@
-# nanocodec: every task a maintainer or CI runs. `make` = install + conversion + parity report;
-# `make test` = install + the test suite (what .ci/run runs).
+# nanocodec: every task a maintainer or CI runs. `make` = install + the quick main job (convert the
+# embedded 0.6 kbps fixture into out/, check it against NeMo's recordings; writes nothing tracked);
+# `make test` = install + the test suite (what .ci/run runs); `make parity` = the full tracked reports.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,15 +10,25 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 
 .DEFAULT_GOAL := all
-.PHONY: all install test parity convert bench-streaming bench-ray clean bench device-prep
+.PHONY: all quick install test parity convert bench-streaming bench-ray clean bench device-prep
 
-all: install parity
+all: install quick
+
+# The quick main job (about 1 CPU-minute after install): the embedded 0.6 kbps fixture converted into
+# out/nano0p6 (a model folder for the README's commands) and checked against NeMo's committed outputs
+# (python -m parity --quick: one model, no PESQ). Writes under out/ only (git-ignored).
+QUICK_NEMO := tests/fixtures/models/nano0p6_replicate.nemo
+quick: install
+	$(PY) -m convert $(QUICK_NEMO) out/nano0p6 --overwrite
+	$(PY) -m parity --quick --report out/parity
+	@echo "model:  out/nano0p6 (try: $(VENV)/bin/nanocodec info out/nano0p6)"
+	@echo "parity: out/parity/parity-cpu-quick.md (every fixture and the tracked reports: make parity)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[dev,ray]" $(TORCH)
+	$(PIP) install -q -e ".[dev,ray,onnx]" $(TORCH)
 	touch $@
 
 install: $(VENV)/.installed

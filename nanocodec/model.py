@@ -61,6 +61,9 @@ class AudioCodecModel(nn.Module):
         self.conv_layout = "auto"  # set_conv_layout
         self.backend = "reference"  # what the modules are now; from_pretrained applies backend="auto"
         self.conv_paths = None  # the cpu backend's count of channels-last and NCW convs
+        # TF32 for float32 work on CUDA (contracts §10): None keeps the enclosing precision scope's choice
+        # (e.g. the CLI's --tf32), else off; True opts this model in. No effect on the CPU.
+        self.allow_tf32: bool | None = None
         self.eval()
 
     # ---- facts --------------------------------------------------------------------------
@@ -121,17 +124,22 @@ class AudioCodecModel(nn.Module):
 
     # ---- encoding -----------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_latents(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+    def encode_latents(self, audio, audio_len=None, *, sample_rate: int | None = None, nemo_batch_compat: bool = False,
                        chunk_seconds: float | str | None = "auto") -> LatentOutput:
         """The encoder's continuous output (NeMo's `encode_audio`), before quantization.
 
+        `sample_rate`: the audio's rate when it is not the model's (see `encode`).
         `chunk_seconds`: encode a long, non-ragged batch that many seconds at a time on the
         streaming machinery (flat memory, warm caches; equal to whole-input encoding up to ~1e-6
         in latents, i.e. the token rule of contracts §5). Ragged batches are encoded whole.
         "auto" (default): on CPU outside layout "nemo", `AUTO_ENCODE_CHUNK_SECONDS` chunks for
         inputs longer than `AUTO_ENCODE_MIN_SECONDS`, else whole; None: always whole.
         """
-        audio, audio_len = validation.audio_batch(audio, audio_len, self.dtype, self.device)
+        with self.precision_scope():
+            return self._encode_latents(audio, audio_len, sample_rate, nemo_batch_compat, chunk_seconds)
+
+    def _encode_latents(self, audio, audio_len, sample_rate, nemo_batch_compat, chunk_seconds) -> LatentOutput:
+        audio, audio_len = self._audio_at_model_rate(audio, audio_len, sample_rate)
         spf = self.samples_per_frame
         frames = torch.div(audio_len + spf - 1, spf, rounding_mode="floor")
         padded_len = frames * spf
@@ -166,11 +174,43 @@ class AudioCodecModel(nn.Module):
         return LatentOutput(latents, frames)
 
     @torch.inference_mode()
-    def encode(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+    def encode(self, audio, audio_len=None, *, sample_rate: int | None = None, nemo_batch_compat: bool = False,
                chunk_seconds: float | str | None = "auto") -> EncodeOutput:
-        latents, frames = self.encode_latents(audio, audio_len, nemo_batch_compat=nemo_batch_compat,
-                                              chunk_seconds=chunk_seconds)
+        """audio [B,1,T] | [B,T] | [T] -> (int32 tokens [B,G,F], int64 tokens_len [B]) (contracts §1).
+
+        `sample_rate`: the audio's rate, when it is not the model's (None: the model's). Each item's
+        valid prefix (`audio_len[i]` samples) is resampled alone with `nanocodec.audio.resample` (soxr,
+        quality VHQ), to `nanocodec.audio.resampled_length` samples (n * model_rate / sample_rate,
+        rounded half up, at least 1), re-padded with zeros; `tokens_len` follows those lengths.
+        `decode` returns audio at the model's rate. Not bit-identical to NeMo's own resampler (a windowed
+        sinc over the whole tensor; `nanocodec.nemo_compat` lists the differences).
+        """
+        latents, frames = self.encode_latents(audio, audio_len, sample_rate=sample_rate,
+                                              nemo_batch_compat=nemo_batch_compat, chunk_seconds=chunk_seconds)
         return EncodeOutput(self.quantizer.encode(latents, frames), frames)
+
+    def _audio_at_model_rate(self, audio, audio_len, sample_rate) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked audio [B,T] in the model's dtype and device, resampled to the model's rate."""
+        if sample_rate is not None:
+            from .fileio.audio import resample, sample_rate_hz
+
+            sample_rate = sample_rate_hz(sample_rate, "sample_rate")
+        if sample_rate is None or sample_rate == self.sample_rate:
+            return validation.audio_batch(audio, audio_len, self.dtype, self.device)
+        # checked, then resampled from float32 on the CPU (soxr's precision), whatever the model's dtype
+        audio, audio_len = validation.audio_batch(audio, audio_len, torch.float32, "cpu")
+        audio, audio_len = resample(audio, sample_rate, self.sample_rate, lengths=audio_len)
+        return audio.to(device=self.device, dtype=self.dtype), audio_len.to(self.device)
+
+    def precision_scope(self):
+        """The precision policy's scope for this model's work (nanocodec/precision.py): flags set for the
+        call and restored after it; float32 runs without TF32 unless `allow_tf32` or the caller's scope
+        opts in."""
+        from .precision import DTYPES, precision_scope
+
+        # a model cast to another dtype by hand (e.g. float64) has no TF32 question: scope it as float32
+        dtype = self.dtype if self.dtype in DTYPES.values() else torch.float32
+        return precision_scope(self.device, dtype, allow_tf32=self.allow_tf32)
 
     def _auto_chunks(self) -> bool:
         """Whether chunk_seconds="auto" chunks at all: on CPU (where it was measured to pay), and
@@ -201,11 +241,26 @@ class AudioCodecModel(nn.Module):
     # ---- decoding -----------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, tokens, tokens_len=None, *, chunk_seconds: float | str | None = "auto") -> DecodeOutput:
-        """`chunk_seconds`: decode that many seconds at a time with the causal state carried
-        across chunks (flat memory; equal to whole-input decoding within ~1e-7). "auto" (default):
-        `AUTO_DECODE_CHUNK_SECONDS` on CPU for a causal decoder outside layout "nemo" (measured:
-        a 30 s decode 1.7x faster, its activations staying in cache), else whole; None: whole."""
+        """int tokens [B,G,F] | [G,F] -> (audio [B,1,F*spf] at the model's output rate, int64 lengths).
+
+        Token ids outside 0..codebook_size-1 raise `InvalidInputError` (NeMo wraps them; the
+        NeMo drop-in `nanocodec.nemo_compat` does too). `chunk_seconds`: decode that many seconds at
+        a time with the causal state carried across chunks (flat memory; equal to whole-input
+        decoding within ~1e-7). "auto" (default): `AUTO_DECODE_CHUNK_SECONDS` on CPU for a causal
+        decoder outside layout "nemo" (measured: a 30 s decode 1.7x faster, its activations staying
+        in cache), else whole; None: whole."""
         tokens, tokens_len = validation.token_batch(tokens, tokens_len, self.num_codebooks, self.codebook_size, self.device)
+        return self.decode_checked(tokens, tokens_len, chunk_seconds=chunk_seconds)
+
+    @torch.inference_mode()
+    def decode_checked(self, tokens: torch.Tensor, tokens_len: torch.Tensor, *,
+                       chunk_seconds: float | str | None = "auto") -> DecodeOutput:
+        """`decode` of tokens already checked by `validation.token_batch` (int64 [B,G,F] on the model's
+        device, frames past each length zeroed)."""
+        with self.precision_scope():
+            return self._decode_checked(tokens, tokens_len, chunk_seconds)
+
+    def _decode_checked(self, tokens, tokens_len, chunk_seconds) -> DecodeOutput:
         latents = self.quantizer.decode(tokens, tokens_len).to(self.dtype)
         audio_len = tokens_len * self.samples_per_frame
         if chunk_seconds == "auto":
@@ -218,9 +273,11 @@ class AudioCodecModel(nn.Module):
         return DecodeOutput(self.decoder(latents, audio_len), audio_len)
 
     @torch.inference_mode()
-    def forward(self, audio, audio_len=None, *, nemo_batch_compat: bool = False,
+    def forward(self, audio, audio_len=None, *, sample_rate: int | None = None, nemo_batch_compat: bool = False,
                 chunk_seconds: float | str | None = "auto") -> CodecOutput:
-        tokens, tokens_len = self.encode(audio, audio_len, nemo_batch_compat=nemo_batch_compat, chunk_seconds=chunk_seconds)
+        """encode then decode; `audio` of the result is at the model's rate whatever `sample_rate` was."""
+        tokens, tokens_len = self.encode(audio, audio_len, sample_rate=sample_rate, nemo_batch_compat=nemo_batch_compat,
+                                         chunk_seconds=chunk_seconds)
         decoded, decoded_len = self.decode(tokens, tokens_len, chunk_seconds=chunk_seconds)
         return CodecOutput(decoded, tokens, decoded_len)
 

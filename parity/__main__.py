@@ -3,6 +3,10 @@
 
 `python -m parity --nemo path/to/user.nemo [--report DIR]` (make parity NEMO=...): the live tier on a
 user's own checkpoint instead (parity/live.py; needs the NeMo oracle environment).
+
+`python -m parity --quick [--report DIR]` (what plain `make` runs): the one base 0.6 kbps fixture model
+(`QUICK_MODEL`) against NeMo's recordings, without PESQ (reported, never gated), its report written to
+DIR (default out/parity) as parity-<device>-quick.md/.json; never the tracked reports/ or the README.
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import fixtures, report, run
+
+QUICK_MODEL = "nano0p6_replicate"  # the embedded 0.6 kbps fixture (tests/fixtures/models/nano0p6_replicate.nemo)
+QUICK_REPORT = fixtures.ROOT / "out" / "parity"
 
 
 def main(argv=None) -> int:
@@ -25,7 +32,16 @@ def main(argv=None) -> int:
     parser.add_argument("--layout", default="auto", choices=["auto", "channels_last", "nemo"],
                         help="conv layout (AudioCodecModel.set_conv_layout); reports of other layouts get a suffix")
     parser.add_argument("--nemo", help="live parity on this .nemo with NeMo side by side (parity/live.py)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {QUICK_MODEL}, no PESQ; report to --report (default {QUICK_REPORT}), never reports/")
     args = parser.parse_args(argv)
+    if args.quick:
+        if args.model and args.model != [QUICK_MODEL]:
+            parser.error(f"--quick checks {QUICK_MODEL} only; leave --model out")
+        args.model = [QUICK_MODEL]
+        args.report = args.report or QUICK_REPORT
+        if args.report.resolve() == (fixtures.ROOT / "reports").resolve():
+            parser.error("--quick does not write the tracked reports/ (make parity does); pick another --report")
     if args.nemo:
         from . import live
 
@@ -35,7 +51,7 @@ def main(argv=None) -> int:
     cases = [c for c in fixtures.model_cases() if not args.model or c.name in args.model]
     records = []
     for case in tqdm(cases, desc="parity", unit="model"):
-        records += run.run_case(case, options)
+        records += run.run_case(case, options, with_pesq=not args.quick)
     ok, total = run.verdict(records)
     for r in records:
         if not r.ok:
@@ -47,11 +63,12 @@ def main(argv=None) -> int:
         device = args.device if args.device == "cpu" else args.device.replace(":", "")
         if args.layout != "auto":
             device += f"-{args.layout}-layout"
-        md, js = report.write(report.build(records, options, device), args.report)
+        stem = f"parity-{device}-quick" if args.quick else None
+        md, js = report.write(report.build(records, options, device), args.report, stem)
         print(f"wrote {md} and {js}")
         from .variants_table import refresh_after_report
 
-        if args.layout == "auto":
+        if args.layout == "auto" and not args.quick:
             refresh_after_report(js)
     return 0 if ok else 1
 

@@ -130,13 +130,6 @@ def test_save_and_load_roundtrip(model, tmp_path):
     assert half.dtype == torch.float16 and half.quantizer.levels.dtype == torch.int32
 
 
-def test_from_pretrained_refuses_nemo_with_convert_command(tmp_path):
-    shutil.copy(BASE_NEMO, tmp_path / "x.nemo")
-    for src in (tmp_path, tmp_path / "x.nemo"):
-        with pytest.raises(CheckpointError, match="python -m nanocodec.convert"):
-            AudioCodecModel.from_pretrained(src)
-
-
 def test_from_pretrained_refuses_nemo_named_safetensors(tmp_path, base_folder):
     from nanocodec.fileio import tensorfile
 
@@ -193,3 +186,72 @@ def test_errors_share_one_base():
 
 def test_numpy_input_accepted(model, speech):
     assert torch.equal(model.encode(speech.numpy()).tokens, model.encode(speech).tokens)
+
+
+def _solo_reference(model, x):
+    """Our own offline single-item path (the reference for batched paths, contracts §5): tokens and the
+    FSQ pre-rounding values the boundary rule needs."""
+    latents, frames = model.encode_latents(x, chunk_seconds=None)
+    pre = model.quantizer.prerounding(latents)
+    return model.quantizer.encode(latents, frames), pre.reshape(pre.shape[0], -1, pre.shape[-1])
+
+
+def test_encode_resamples_each_valid_prefix_at_another_rate(model, speech):
+    """sample_rate= (contracts §1): each item's first audio_len[i] samples are resampled alone with
+    nanocodec.audio.resample (soxr VHQ), to n * 22050 / 44100 rounded half up; tokens_len follows; the
+    rest of the tensor (NaN here) is never read; decode gives the model's rate."""
+    from nanocodec import audio
+    from parity import compare
+
+    x44 = torch.from_numpy(audio.resample(speech.numpy(), 22050, 44100))  # 22050 samples at 44.1 kHz
+    lens = [22050, 7001]
+    batch = torch.full((2, 22050), float("nan"))
+    batch[0], batch[1, :7001] = x44, x44[:7001]
+    tokens, tokens_len = model.encode(batch, torch.tensor(lens), sample_rate=44100)
+    new_lens = [audio.resampled_length(n, 44100, 22050) for n in lens]
+    assert new_lens == [11025, 3501]  # 7001 / 2 = 3500.5 rounds up
+    spf = model.samples_per_frame
+    assert tokens_len.tolist() == [-(-n // spf) for n in new_lens] == [7, 2]
+    for i, n in enumerate(lens):
+        alone = audio.resample(x44[:n].numpy(), 44100, 22050)
+        assert len(alone) == new_lens[i]
+        ref, pre = _solo_reference(model, torch.from_numpy(alone))
+        f = int(tokens_len[i])
+        assert compare.compare_tokens(tokens[i : i + 1, :, :f].numpy(), ref.numpy(), pre.numpy()).ok, i
+        assert torch.all(tokens[i, :, f:] == 0)
+    out = model(batch, torch.tensor(lens), sample_rate=44100)
+    assert torch.equal(out.tokens, tokens) and out.audio_len.tolist() == (tokens_len * spf).tolist()
+    # the model's own rate (any integral spelling) resamples nothing
+    same = model.encode(speech, sample_rate=22050.0).tokens
+    assert torch.equal(same, model.encode(speech).tokens)
+    for bad in (0, -8000, 44100.5, "44100", True):
+        with pytest.raises(InvalidInputError, match="sample_rate must be a positive whole number"):
+            model.encode(speech, sample_rate=bad)
+
+
+def test_encode_and_decode_run_under_the_precision_policy(model, speech):
+    """contracts §10: float32 runs with TF32 off unless the model or an enclosing scope opts in; the
+    flags are set for the call only (restored afterwards). The flags exist without a GPU."""
+    from nanocodec import precision
+
+    seen = []
+    decoder_forward = model.decoder.forward
+
+    def spy(*args, **kwargs):
+        seen.append(torch.backends.cudnn.conv.fp32_precision)
+        return decoder_forward(*args, **kwargs)
+
+    before = precision.flags()
+    tokens, tokens_len = model.encode(speech)
+    model.decoder.forward = spy
+    try:
+        model.decode(tokens, tokens_len, chunk_seconds=None)
+        with precision.precision_scope("cpu", allow_tf32=True):
+            model.decode(tokens, tokens_len, chunk_seconds=None)
+        model.allow_tf32 = True
+        model.decode(tokens, tokens_len, chunk_seconds=None)
+    finally:
+        model.allow_tf32 = None
+        del model.decoder.forward
+    assert seen == ["ieee", "tf32", "tf32"]
+    assert precision.flags() == before

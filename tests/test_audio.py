@@ -123,3 +123,45 @@ def test_write_is_exact_atomic_and_deterministic(tmp_path):
         audio.write(tmp_path / "x.xyz", x, SR)
     with pytest.raises(InvalidInputError, match="mono"):
         audio.write(tmp_path / "x.wav", torch.zeros(2, 10), SR)
+
+
+def test_resampled_length_is_soxrs_rounding():
+    """n * target / orig rounded half up (soxr's one-shot output length), at least 1, across odd rates."""
+    rng = np.random.default_rng(0)
+    for orig, target in [(44100, 22050), (48000, 22050), (16000, 22050), (8000, 44100), (22050, 7), (11025, 22051)]:
+        for n in [1, 2, 3, 5, 1763, int(rng.integers(1, 5000))]:
+            got = len(soxr.resample(np.zeros(n, np.float32), orig, target, quality="VHQ"))
+            assert audio.resampled_length(n, orig, target) == max(1, got), (orig, target, n)
+    assert audio.resampled_length(5, 44100, 22050) == 3 and audio.resampled_length(1, 96000, 22050) == 1
+
+
+def test_resample_takes_model_layout_tensors():
+    """Tensors are time-last ([T], [B, T], [B, 1, T]; NeMo's [B, T]), each item resampled alone; with
+    lengths, each item's valid prefix only, re-padded with zeros. numpy keeps soxr's [T] / [T, C]."""
+    x = torch.from_numpy(np.stack([tone(4410, 44100, 440), tone(4410, 44100, 660, 0.25)]))
+    alone = [audio.resample(x[i].numpy(), 44100, SR) for i in range(2)]
+    y = audio.resample(x, 44100, SR)
+    assert y.shape == (2, 2205) and y.dtype == torch.float32 and np.array_equal(y.numpy(), np.stack(alone))
+    assert audio.resample(x[:, None], 44100, SR).shape == (2, 1, 2205)
+    assert np.array_equal(audio.resample(x[0], 44100, SR).numpy(), alone[0])
+    # ragged: NaN past a length is never read; new lengths round half up
+    junk = x.clone()
+    junk[1, 3001:] = float("nan")
+    y, lens = audio.resample(junk, 44100, SR, lengths=torch.tensor([4410, 3001]))
+    assert lens.dtype == torch.int64 and lens.tolist() == [2205, 1501] and y.shape == (2, 2205)
+    assert np.array_equal(y[1, :1501].numpy(), audio.resample(x[1, :3001].numpy(), 44100, SR))
+    assert torch.all(y[1, 1501:] == 0) and np.array_equal(y[0].numpy(), alone[0])
+    # same rate: the input itself (with lengths: as given)
+    assert audio.resample(x, SR, SR) is x
+    same, same_len = audio.resample(x, SR, SR, lengths=[4410, 3])
+    assert same is x and same_len.tolist() == [4410, 3]
+    # the old numpy layout still holds: [T, C] channels together
+    stereo = x.numpy().T.copy()
+    assert audio.resample(stereo, 44100, SR).shape == (2205, 2)
+    for bad, match in [((x, 0, SR), "orig_sr must be a positive whole number"), ((x, 44100.5, SR), "whole number"),
+                       ((torch.zeros(2, 2, 100), 44100, SR), r"\[T, C\] channels"),
+                       ((torch.zeros(100, dtype=torch.int16), 44100, SR), "to_float32")]:
+        with pytest.raises(InvalidInputError, match=match):
+            audio.resample(*bad)
+    with pytest.raises(InvalidInputError, match="lengths"):
+        audio.resample(x, 44100, SR, lengths=[5000, 1])

@@ -145,6 +145,8 @@ def test_convert_command_is_the_converter(capsys, base_folder, tmp_path):
 def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"garbage")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     good = tmp_path / "good.safetensors"
     assert nc(capsys, "encode", AUDIO / "len_1.wav", "-o", good, "--model", base_folder)[0] == 0
     tf = token_files.read(good)
@@ -154,13 +156,14 @@ def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
         (["encode", tmp_path / "bad.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder], "cannot read"),
         (["encode", tmp_path / "missing.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder], "no such file"),
         (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors"], "--model"),
-        (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors", "--model", tmp_path], "config.json"),
+        (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors", "--model", empty], "config.json"),
         (["encode", AUDIO / "len_1.wav", AUDIO / "len_1.wav", "-o", tmp_path / "d", "--model", base_folder], "collide"),
         (["encode", AUDIO / "len_1.wav", "-o", tmp_path / "x.safetensors", "--model", base_folder, "--device", "nope"], "device"),
         (["decode", tmp_path / "bad.safetensors", "-o", tmp_path / "x.wav"], "safetensors"),
         (["decode", alien, "-o", tmp_path / "x.wav"], "config sha256"),
         (["decode", good, "-o", tmp_path / "x.xyz"], "unknown audio format"),
-        (["roundtrip", AUDIO / "len_1.wav", "-o", tmp_path / "x.wav", "--model", fixtures.FIXTURES / "models" / "nano0p6_replicate.nemo"], "convert"),
+        (["decode", good, "-o", tmp_path / "noext"], "no audio file suffix"),
+        (["roundtrip", AUDIO / "len_1.wav", "-o", tmp_path / "x.xyz", "--model", base_folder], "unknown audio format"),
         (["tokenize", AUDIO / "len_1.wav", "-o", tmp_path / "t", "--model", base_folder], "not a folder"),
     ]
     for args, match in cases:
@@ -169,6 +172,125 @@ def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
         assert err.count("\n") == 1 and err.startswith("nanocodec: error: ") and match in err, (args, err)
         assert "Traceback" not in err
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "x.wav").exists()
+
+
+def test_decode_into_a_new_folder(capsys, model, base_folder, tmp_path):
+    """`-o newdir/` is a folder even when it does not exist yet (Path() drops the slash), for a shard of
+    several items and for a single-item file; the single item of `encode` is named after its file."""
+    tok = tmp_path / "speech.safetensors"
+    assert nc(capsys, "encode", AUDIO / "len_1765.wav", "-o", tok, "--model", base_folder)[0] == 0
+    tf = token_files.read(tok)
+    shard = tmp_path / "shard-000001.safetensors"
+    token_files.write(shard, {"a.flac": tf.tokens["tokens"], "sub/b.wav": tf.tokens["tokens"]},
+                      {"a.flac": 1765, "sub/b.wav": 1765}, tf.metadata)
+    rc, _, err = nc(capsys, "decode", shard, "-o", f"{tmp_path / 'newdir'}/")
+    assert rc == 0, err
+    assert sf.info(tmp_path / "newdir" / "a.wav").frames == 1765 and (tmp_path / "newdir" / "sub" / "b.wav").exists()
+    rc, _, err = nc(capsys, "decode", tok, "-o", f"{tmp_path / 'other' / 'deeper'}/")
+    assert rc == 0, err
+    assert sf.info(tmp_path / "other" / "deeper" / "speech.wav").frames == 1765
+
+
+def test_several_inputs_refuse_a_token_file_name(capsys, base_folder, tmp_path):
+    out = tmp_path / "out.safetensors"
+    rc, _, err = nc(capsys, "encode", AUDIO / "len_1.wav", AUDIO / "len_1765.wav", "-o", out, "--model", base_folder)
+    assert rc == 2 and "must be a folder" in err and f"{tmp_path / 'out'}/" in err and err.count("\n") == 1
+    assert not out.exists()
+    # a trailing slash asks for a folder, even with one input
+    rc, _, err = nc(capsys, "encode", AUDIO / "len_1.wav", "-o", f"{tmp_path / 'toks'}/", "--model", base_folder)
+    assert rc == 0, err
+    assert (tmp_path / "toks" / "len_1.safetensors").is_file()
+
+
+def test_outputs_never_overwrite_inputs(capsys, base_folder, tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, fixtures.read_input("len_1765"), 22050, subtype="FLOAT")
+    before = wav.read_bytes()
+    for args in (["roundtrip", wav, "-o", wav], ["roundtrip", wav, "-o", tmp_path / "." / "a.wav"],
+                 ["encode", wav, "-o", wav]):
+        rc, _, err = nc(capsys, *args, "--model", base_folder)
+        assert rc == 2 and "would destroy the input" in err and err.count("\n") == 1, (args, err)
+    assert wav.read_bytes() == before
+
+
+def test_one_bad_file_spares_the_others(capsys, model, base_folder, tmp_path):
+    """A multi-file encode writes every file it can, reports each bad one naming it, exits 2."""
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.full(3000, 300.0, np.float32), 22050, subtype="FLOAT")  # float WAV beyond [-1, 1]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"no audio here")
+    out = tmp_path / "tokens"
+    rc, _, err = nc(capsys, "encode", AUDIO / "len_1765.wav", loud, broken, AUDIO / "len_1.wav", "-o", out,
+                    "--model", base_folder, "--batch-size", 4)
+    assert rc == 2
+    assert sorted(p.name for p in out.iterdir()) == ["len_1.safetensors", "len_1765.safetensors"]
+    errors = [ln for ln in err.splitlines() if ln.startswith("nanocodec: error: ")]
+    assert len(errors) == 2, err
+    assert f"{loud}: audio reaches |x| = 300" in errors[0] and "batch items" not in errors[0]
+    assert str(broken) in errors[1] and "cannot read" in errors[1]
+    assert "2 of 4 inputs encoded" in err
+    # the loud file alone: one line, named, exit 2, nothing written
+    rc, _, err = nc(capsys, "encode", loud, "-o", tmp_path / "loud.safetensors", "--model", base_folder)
+    assert rc == 2 and err.count("\n") == 1 and str(loud) in err and not (tmp_path / "loud.safetensors").exists()
+    rc, _, err = nc(capsys, "roundtrip", loud, "-o", tmp_path / "loud_rt.wav", "--model", base_folder)
+    assert rc == 2 and err.count("\n") == 1 and str(loud) in err and "[-1, 1]" in err
+
+
+def test_a_moved_model_folder_says_where_the_path_came_from(capsys, model, base_folder, tmp_path):
+    import shutil
+
+    moved = tmp_path / "model"
+    shutil.copytree(base_folder, moved)
+    tok = tmp_path / "t.safetensors"
+    assert nc(capsys, "encode", AUDIO / "len_1765.wav", "-o", tok, "--model", moved)[0] == 0
+    shutil.move(moved, tmp_path / "elsewhere")
+    rc, _, err = nc(capsys, "decode", tok, "-o", tmp_path / "x.wav")
+    assert rc == 2 and err.count("\n") == 1
+    assert f"the model recorded in {tok}" in err and str(moved) in err and "pass --model" in err
+    rc, _, err = nc(capsys, "decode", tok, "-o", tmp_path / "x.wav", "--model", tmp_path / "elsewhere")
+    assert rc == 0, err
+
+
+def test_help_lists_what_applies(capsys):
+    def help_of(command):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        return capsys.readouterr().out
+
+    info = help_of("info")
+    assert "--revision" in info and "--json" in info and "rates" in info
+    for option in ("--model", "--batch-size", "--device", "--dtype", "--quiet", "--tf32"):
+        assert option not in info, option
+    roundtrip = help_of("roundtrip")
+    assert "Encode one audio file and decode it again" in roundtrip and "--batch-size" not in roundtrip
+    assert "--tf32" in roundtrip and "--model" in roundtrip
+    for command in ("encode", "decode", "tokenize"):
+        text = help_of(command)
+        assert "--batch-size" in text and "--tf32" in text, command
+    assert "ONNX" in help_of("export")
+
+
+def test_cli_hints_name_the_flag(capsys, base_folder, tmp_path):
+    """The library's "pass overwrite=True" is "--overwrite" on the command line."""
+    nemo = fixtures.FIXTURES / "models" / "nano0p6_replicate.nemo"
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    rc, _, err = nc(capsys, "convert", nemo, full)
+    assert rc == 2 and "--overwrite" in err and "overwrite=True" not in err, err
+
+
+def test_tf32_flag_is_recorded_under_the_policy(capsys, base_folder, tmp_path):
+    """--tf32 opts in; on the CPU TF32 does not exist, so the record says False either way (contracts §10),
+    and the flags are restored after the command."""
+    from nanocodec import precision
+
+    before = precision.flags()
+    tok = tmp_path / "t.safetensors"
+    assert nc(capsys, "encode", AUDIO / "len_1.wav", "-o", tok, "--model", base_folder, "--tf32")[0] == 0
+    record = json.loads(token_files.read(tok).metadata["precision"])
+    assert record["tf32"] is False and record["dtype"] == "float32" and record["device"] == "cpu"
+    assert precision.flags() == before
 
 
 def test_console_script_runs_as_a_module(base_folder, tmp_path):
@@ -188,15 +310,16 @@ def test_console_script_runs_as_a_module(base_folder, tmp_path):
     ("basic_encode_decode.py", ["{model}", "{audio}/speech_0p5s.wav", "{tmp}/out.wav"]),
     ("batch_processing.py", ["{model}", "{audio}/len_1765.wav", "{audio}/speech_0p5s.wav", "{audio}/len_1.wav"]),
     ("tokenize_corpus.py", ["{model}", "{corpus}", "{tmp}/tokens"]),
+    ("streaming_inference.py", ["{model}", "{flac44}", "{tmp}/streamed.wav"]),
 ])
-def test_examples_run(example, args, base_folder, tmp_path, capsys, monkeypatch):
+def test_examples_run(example, args, base_folder, flac44, tmp_path, capsys, monkeypatch):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for n in ("len_1765", "len_1763"):
         sf.write(corpus / f"{n}.wav", fixtures.read_input(n), 22050)
-    argv = [a.format(model=base_folder, audio=AUDIO, tmp=tmp_path, corpus=corpus) for a in args]
+    argv = [a.format(model=base_folder, audio=AUDIO, tmp=tmp_path, corpus=corpus, flac44=flac44) for a in args]
     monkeypatch.setattr(sys, "argv", [example, *argv])
     runpy.run_path(str(ROOT / "examples" / example), run_name="__main__")
     out = capsys.readouterr().out
     assert out.strip()
-    assert "False" not in out  # batch_processing prints whether batched tokens equal solo ones
+    assert "False" not in out  # batch_processing: batched tokens equal solo ones; streaming: within 1e-5

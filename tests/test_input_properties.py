@@ -346,3 +346,73 @@ def test_uint64_tokens_and_lengths_past_int64(model):
     with pytest.raises(InvalidInputError, match=r"\[1, 2\]"):
         model.decode(ok, torch.from_numpy(np.array([2**64 - 1], dtype=np.uint64)))
     assert model.decode(ok, torch.from_numpy(np.array([1], dtype=np.uint64))).audio_len.tolist() == [model.samples_per_frame]
+
+
+# ---------------------------------------------------------------------------------------------
+# channel layouts (issue 20): interleaved channels are refused by an exact rule, never guessed
+# ---------------------------------------------------------------------------------------------
+def _layout_verdict(shape) -> str | None:
+    """The documented rule (nanocodec.validation.interleaved_channels), written out independently:
+    None for a mono layout, else which refusal the shape gets."""
+    def small_last(rows, cols):
+        return 1 <= cols <= 8 and rows > 64 * cols
+
+    if len(shape) == 2:
+        return "interleaved" if small_last(*shape) else None
+    if len(shape) == 3:
+        return None if shape[1] == 1 else "interleaved" if small_last(shape[1], shape[2]) else "channels first"
+    if len(shape) >= 4:
+        return "interleaved" if small_last(shape[-2], shape[-1]) else "not audio"
+    return None
+
+
+@st.composite
+def layout_shapes(draw):
+    """Shapes around the rule's edges: a small last axis (1-10) with rows around 64x it, and mono
+    layouts with long or short time axes."""
+    rank = draw(st.sampled_from([1, 2, 2, 3, 3, 4]))
+    cols = draw(st.integers(1, 10))
+    rows = draw(st.one_of(st.integers(1, 3), st.sampled_from([64 * cols - 1, 64 * cols, 64 * cols + 1]),
+                          st.integers(1, 700)))
+    if rank == 1:
+        return (rows,)
+    if rank == 2:
+        return draw(st.sampled_from([(rows, cols), (cols, rows)]))
+    if rank == 3:
+        return draw(st.sampled_from([(1, rows, cols), (2, 1, rows), (1, cols, rows), (cols, 1, rows)]))
+    return (1, 1, rows, cols)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(shape=layout_shapes())
+def test_channel_layouts_are_refused_by_the_exact_rule(shape):
+    """Checked at the API boundary's validation (no model run: the rule decides before any compute),
+    on zeros, so only the layout can be wrong. Costs ~1 s."""
+    from nanocodec import validation
+
+    verdict = _layout_verdict(shape)
+    try:
+        audio, lens = validation.audio_batch(torch.zeros(shape), None, torch.float32, "cpu")
+    except InvalidInputError as e:
+        event(f"refused: {verdict}")
+        words = {"interleaved": ("interleaved", "audio.mean(-1)"), "channels first": ("mix to mono", "keepdim=True"),
+                 "not audio": ("must have shape",)}
+        assert verdict is not None, f"{shape} refused: {e}"
+        assert all(w in str(e) for w in words[verdict]), (shape, verdict, str(e))
+        return
+    event("accepted")
+    assert verdict is None, f"{shape} accepted"
+    assert audio.shape == (1 if len(shape) == 1 else shape[0], shape[-1]) and lens.tolist() == [shape[-1]] * audio.shape[0]
+
+
+def test_stereo_from_soundfile_is_refused_before_any_work(model):
+    """sf.read's [T, 2] once became T two-sample items (an 18 GB allocation); the seed's [1, 1, T, 2]
+    said nothing of the fix. [B, 1, T] is never refused, however short T is."""
+    stereo = np.zeros((161792, 2), np.float32)
+    with pytest.raises(InvalidInputError, match=r"\[T, C\] interleaved channels .*audio\.mean\(-1\).*audio\.T"):
+        model.encode(stereo)
+    with pytest.raises(InvalidInputError, match=r"interleaved channels .*audio\.mean\(-1\)"):
+        model.encode(torch.zeros(1, 1, 161792, 2))
+    with pytest.raises(InvalidInputError, match=r"C=2 channels .*audio\.mean\(1, keepdim=True\)"):
+        model.encode(torch.zeros(1, 2, 3000))
+    assert model.encode(torch.zeros(200, 1, 2)).tokens.shape == (200, model.num_codebooks, 1)

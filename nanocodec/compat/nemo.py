@@ -14,10 +14,23 @@ What differs from nanocodec's own `AudioCodecModel`:
   tensor, including the influence of whatever the tensor holds past each `audio_len` (NeMo's encoder
   pads the tensor's edge, not each item's). Pass `nemo_batch_compat=False` to get each item's solo
   tokens instead (batch-invariant; nanocodec's default).
-- `from_pretrained` loads nanocodec's layout (a converted folder or hub repo), not a `.nemo`; a `.nemo`
-  raises `CheckpointError` with the command that converts it.
-- `sample_rate=` other than the model's rate raises `NotSupportedError`: NeMo resamples with its own
-  resampler, whose output this port does not reproduce. Resample first (`nanocodec.audio.resample`).
+- `from_pretrained` takes what `nanocodec.AudioCodecModel.from_pretrained` takes (a `.nemo`, NVIDIA's hub
+  repo, a converted folder, the PyPI port's NeMo-named safetensors: converted in memory and cached), not
+  NGC names; `restore_from` does not exist.
+- `sample_rate=` other than the model's: resampled as `nanocodec.AudioCodecModel.encode` does, which is
+  not NeMo's resampler. NeMo (`resample_batch`) runs its port of torchaudio's windowed-sinc resampler
+  (`nemo.collections.audio.parts.utils.transforms.resample`: Hann window, rolloff 0.99) over the whole
+  padded tensor, junk past each length included, with new lengths ceil(n * rate / sample_rate). Here
+  each item's valid prefix is resampled alone with soxr (quality VHQ, `nanocodec.audio.resample`), new
+  lengths n * rate / sample_rate rounded half up (at least 1), zeros after them. So the samples differ
+  slightly (two good resamplers: on 4 s of speech at 44.1 kHz through the fixture model, 268 of 272
+  tokens agreed with NeMo's in tests/test_nemo_compat.py's live test), a length can be one shorter than NeMo's, and with
+  `nemo_batch_compat` the junk past each length does not reach the encoder. At the model's rate (or
+  `sample_rate` None / 0, as in NeMo) nothing is resampled and everything above holds exactly.
+- Token ids outside 0..codebook_size-1 are accepted and wrapped exactly as NeMo 3.0.0's FSQ decode
+  wraps them (`(indices // base) % levels` per FSQ dimension, floor division: -1 decodes as the
+  top code of every dimension, codebook_size as 0); nanocodec's own `decode` refuses them. Tokens must
+  still be integers (NeMo would also run float tensors through that formula) and fit in int64.
 - Inference only: every method runs under `torch.no_grad()`; there is no training step.
 """
 from __future__ import annotations
@@ -27,7 +40,7 @@ import torch
 from torch import nn
 
 from .. import validation
-from ..errors import InvalidInputError, NotSupportedError
+from ..errors import InvalidInputError
 from ..model import AudioCodecModel as _Model
 
 
@@ -44,8 +57,8 @@ class AudioCodecModel(nn.Module):
     @classmethod
     def from_pretrained(cls, model_name, revision=None, device=None, dtype=torch.float32, *,
                         map_location=None, nemo_batch_compat: bool = True, **kwargs):
-        """`model_name`: converted folder or hub repo id (nanocodec layout). `map_location` is an
-        alias of `device`, as in NeMo."""
+        """`model_name`: anything `nanocodec.AudioCodecModel.from_pretrained` takes (a hub repo id such as
+        NeMo's, a `.nemo`, a converted folder). `map_location` is an alias of `device`, as in NeMo."""
         device = device if device is not None else (map_location if map_location is not None else "cpu")
         model = _Model.from_pretrained(model_name, revision=revision, device=device, dtype=dtype, **kwargs)
         return cls(model, nemo_batch_compat=nemo_batch_compat)
@@ -91,19 +104,11 @@ class AudioCodecModel(nn.Module):
         return self
 
     # ---- NeMo's methods --------------------------------------------------------------------
-    def _check_rate(self, sample_rate) -> None:
-        if sample_rate and int(sample_rate) != self.sample_rate:
-            raise NotSupportedError(
-                f"sample_rate={sample_rate}: this model runs at {self.sample_rate} Hz and nanocodec does not "
-                "reproduce NeMo's resampler; resample first, e.g. "
-                f"nanocodec.audio.resample(x, {sample_rate}, {self.sample_rate}), then call without sample_rate"
-            )
-
     @torch.no_grad()
     def encode_audio(self, audio, audio_len=None, sample_rate=None):
         """audio [B, T] -> (encoded [B, D, F] before quantization, encoded_len [B])."""
-        self._check_rate(sample_rate)
-        return tuple(self.model.encode_latents(audio, audio_len, nemo_batch_compat=self.nemo_batch_compat))
+        return tuple(self.model.encode_latents(audio, audio_len, sample_rate=sample_rate or None,
+                                               nemo_batch_compat=self.nemo_batch_compat))
 
     @torch.no_grad()
     def quantize(self, encoded, encoded_len=None):
@@ -114,28 +119,28 @@ class AudioCodecModel(nn.Module):
     @torch.no_grad()
     def dequantize(self, tokens, tokens_len=None):
         """tokens [B, G, F] -> dequantized [B, D, F] in the model's dtype (FSQ runs in float32)."""
-        q = self.model
-        tokens, tokens_len = validation.token_batch(tokens, tokens_len, q.num_codebooks, q.codebook_size, q.device)
-        return q.quantizer.decode(tokens, tokens_len).to(q.dtype)
+        tokens, tokens_len = self._tokens(tokens, tokens_len)
+        return self.model.quantizer.decode(tokens, tokens_len).to(self.dtype)
 
     @torch.no_grad()
     def decode_audio(self, inputs, input_len=None):
         """inputs [B, D, F] (dequantized or encoder output) -> (audio [B, T], audio_len [B])."""
         inputs, input_len = self._latents(inputs, input_len, "inputs")
         audio_len = input_len * self.samples_per_frame
-        audio = self.model.decoder(inputs.to(self.dtype), audio_len)
+        with self.model.precision_scope():
+            audio = self.model.decoder(inputs.to(self.dtype), audio_len)
         return audio[:, 0], audio_len
 
     @torch.no_grad()
     def encode(self, audio, audio_len=None, sample_rate=None):
         """audio [B, T] -> (tokens int32 [B, G, F], tokens_len int64 [B])."""
-        self._check_rate(sample_rate)
-        return tuple(self.model.encode(audio, audio_len, nemo_batch_compat=self.nemo_batch_compat))
+        return tuple(self.model.encode(audio, audio_len, sample_rate=sample_rate or None,
+                                       nemo_batch_compat=self.nemo_batch_compat))
 
     @torch.no_grad()
     def decode(self, tokens, tokens_len=None):
-        """tokens [B, G, F] -> (audio [B, F * samples_per_frame], audio_len [B])."""
-        audio, audio_len = self.model.decode(tokens, tokens_len)
+        """tokens [B, G, F] -> (audio [B, F * samples_per_frame], audio_len [B]); ids wrap as in NeMo."""
+        audio, audio_len = self.model.decode_checked(*self._tokens(tokens, tokens_len))
         return audio[:, 0], audio_len
 
     @torch.no_grad()
@@ -145,6 +150,10 @@ class AudioCodecModel(nn.Module):
         return self.decode(tokens, tokens_len)
 
     # ---- checks ----------------------------------------------------------------------------
+    def _tokens(self, tokens, tokens_len):
+        q = self.model
+        return validation.token_batch(tokens, tokens_len, q.num_codebooks, q.codebook_size, q.device, out_of_range="wrap")
+
     def _latents(self, x, lengths, what: str):
         if isinstance(x, np.ndarray):
             x = torch.from_numpy(x)

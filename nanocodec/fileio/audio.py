@@ -3,7 +3,9 @@
 - Reading goes through soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...). Integer PCM
   becomes float32 in [-1, 1] the way libsndfile scales it (int16 / 32768, int32 / 2**31, ...).
 - Several channels are mixed down to mono by their mean.
-- Resampling to the model's rate uses soxr at quality "VHQ" (very high quality), float32.
+- Resampling to the model's rate uses soxr at quality "VHQ" (very high quality), float32: numpy clips
+  [T] / [T, C] as soxr takes them, tensors [T] / [B, T] / [B, 1, T] item by item (with `lengths`: each
+  item's valid prefix alone, re-padded with zeros). New lengths: `resampled_length` (soxr's rounding).
 - Anything that cannot be read (corrupt, empty, not audio, NaN/Inf samples) raises `InvalidInputError`
   naming the file.
 - `write` is crash-safe (temporary sibling, fsync, rename) and, for WAV and FLAC, byte-deterministic:
@@ -126,16 +128,72 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """soxr resampling ([T] or [T, C]) at quality VHQ; same rate returns the input."""
-    if int(orig_sr) <= 0 or int(target_sr) <= 0:
-        raise InvalidInputError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    if int(orig_sr) == int(target_sr):
+def resampled_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
+    """How many samples `resample` returns for `num_samples`: soxr's one-shot length, n * target / orig
+    rounded half up (floor(n * target / orig + 1/2), exact in integers), and at least 1 (a single sample
+    at a much lower rate would round to nothing; it is kept as it is)."""
+    return max(1, (2 * int(num_samples) * int(target_sr) + int(orig_sr)) // (2 * int(orig_sr)))
+
+
+def sample_rate_hz(value, what: str = "sample_rate") -> int:
+    """A sample rate as an int, or `InvalidInputError` naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0 \
+            or not float(value).is_integer():
+        raise InvalidInputError(f"{what} must be a positive whole number of Hz (e.g. 44100), got {value!r}")
+    return int(value)
+
+
+def resample(x, orig_sr: int, target_sr: int, lengths=None):
+    """soxr resampling at quality VHQ; the same rate returns the input (the same object).
+
+    - numpy `[T]` or `[T, C]` (soxr's layout, time first, as `read(mono=False)` gives): channels resampled
+      together, returns float32 numpy.
+    - torch tensor `[T]`, `[B, T]` or `[B, 1, T]` (the model's layout, time last, as NeMo's `[B, T]`):
+      each item resampled alone; returns a float32 tensor of the same rank on the input's device.
+      `lengths` ([B] integers): resample each item's first `lengths[i]` samples only, re-pad with zeros,
+      and return `(audio, new_lengths)` (int64); the new length of each is `resampled_length`.
+    """
+    orig_sr, target_sr = sample_rate_hz(orig_sr, "orig_sr"), sample_rate_hz(target_sr, "target_sr")
+    if isinstance(x, torch.Tensor):
+        return _resample_tensor(x, orig_sr, target_sr, lengths)
+    if lengths is not None:
+        raise InvalidInputError("resample(lengths=...) takes a torch tensor [B, T] (time last); "
+                                "a numpy array is [T] or [T, C], one clip")
+    if orig_sr == target_sr:
         return x
-    out = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), int(orig_sr), int(target_sr), quality=RESAMPLE_QUALITY)
+    out = soxr.resample(np.ascontiguousarray(x, dtype=np.float32), orig_sr, target_sr, quality=RESAMPLE_QUALITY)
     if out.shape[0] == 0:  # a single sample at a lower rate rounds to nothing: keep one
         out = np.ascontiguousarray(x[:1], dtype=np.float32)
     return out
+
+
+def _resample_tensor(x: torch.Tensor, orig_sr: int, target_sr: int, lengths):
+    if x.dim() not in (1, 2, 3) or (x.dim() == 3 and x.shape[1] != 1):
+        raise InvalidInputError(
+            f"resample takes a tensor [T], [B, T] or [B, 1, T] (time last), got {list(x.shape)}; "
+            "for [T, C] channels pass a numpy array (x.numpy()) or mix to mono first (x.mean(-1))"
+        )
+    if not x.dtype.is_floating_point:
+        raise InvalidInputError(f"resample takes float audio in [-1, 1], got dtype {x.dtype}; "
+                                "scale integer PCM first (nanocodec.audio.to_float32)")
+    rows = x.reshape(-1, x.shape[-1])  # [B, T]
+    if lengths is None:
+        lens = [rows.shape[-1]] * rows.shape[0]
+    else:
+        from ..validation import lengths as check_lengths
+
+        lens = check_lengths(lengths, rows.shape[0], rows.shape[-1], "lengths", "cpu").tolist()
+    if orig_sr == target_sr:
+        return x if lengths is None else (x, torch.tensor(lens, dtype=torch.int64, device=x.device))
+    new_lens = [resampled_length(n, orig_sr, target_sr) for n in lens]
+    host = rows.detach().to("cpu", torch.float32).numpy()
+    out = np.zeros((rows.shape[0], max(new_lens)), dtype=np.float32)
+    for i, (n, m) in enumerate(zip(lens, new_lens)):
+        out[i, :m] = resample(host[i, :n], orig_sr, target_sr)  # its valid prefix alone
+    y = torch.from_numpy(out).to(x.device).reshape(*x.shape[:-1], out.shape[-1])
+    if lengths is None:
+        return y
+    return y, torch.tensor(new_lens, dtype=torch.int64, device=x.device)
 
 
 def trim(audio, length: int):
@@ -146,12 +204,8 @@ def trim(audio, length: int):
     return audio[..., :length]
 
 
-def write(path, audio, sample_rate: int, *, subtype: str | None = None) -> Path:
-    """Write mono audio ([T], [1, T] or [1, 1, T], float in [-1, 1]) crash-safely.
-
-    The format comes from the suffix (.wav, .flac, .ogg, ...). WAV defaults to 32-bit float (the
-    decoder's exact output); pass subtype="PCM_16" for 16-bit. WAV and FLAC bytes are deterministic.
-    """
+def output_format(path, subtype: str | None = None) -> tuple[str, str]:
+    """(soundfile format, subtype) `write` uses for `path` (from its suffix), or `InvalidInputError`."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").upper()
     fmt = {"AIF": "AIFF", "OPUS": "OGG"}.get(fmt, fmt)
@@ -163,6 +217,17 @@ def write(path, audio, sample_rate: int, *, subtype: str | None = None) -> Path:
         subtype = "FLOAT" if fmt == "WAV" else sf.default_subtype(fmt)
     if not sf.check_format(fmt, subtype):
         raise InvalidInputError(f"{path}: {fmt} cannot hold subtype {subtype}; try one of {sorted(sf.available_subtypes(fmt))}")
+    return fmt, subtype
+
+
+def write(path, audio, sample_rate: int, *, subtype: str | None = None) -> Path:
+    """Write mono audio ([T], [1, T] or [1, 1, T], float in [-1, 1]) crash-safely.
+
+    The format comes from the suffix (.wav, .flac, .ogg, ...). WAV defaults to 32-bit float (the
+    decoder's exact output); pass subtype="PCM_16" for 16-bit. WAV and FLAC bytes are deterministic.
+    """
+    path = Path(path)
+    fmt, subtype = output_format(path, subtype)
     data = audio.detach().float().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, dtype=np.float32)
     data = np.ascontiguousarray(data.reshape(-1) if data.size == max(data.shape, default=0) else data, dtype=np.float32)
     if data.ndim != 1:
