@@ -162,7 +162,8 @@ def test_user_errors_exit_2_with_one_line(capsys, model, base_folder, tmp_path):
         (["decode", tmp_path / "bad.safetensors", "-o", tmp_path / "x.wav"], "safetensors"),
         (["decode", alien, "-o", tmp_path / "x.wav"], "config sha256"),
         (["decode", good, "-o", tmp_path / "x.xyz"], "unknown audio format"),
-        (["decode", good, "-o", tmp_path / "noext"], "no audio file suffix"),
+        (["decode", good, "-o", tmp_path / "noext"], "no audio file name: name a file such as"),
+        (["roundtrip", AUDIO / "len_1.wav", "-o", tmp_path, "--model", base_folder], "is a folder: name a file"),
         (["roundtrip", AUDIO / "len_1.wav", "-o", tmp_path / "x.xyz", "--model", base_folder], "unknown audio format"),
         (["tokenize", AUDIO / "len_1.wav", "-o", tmp_path / "t", "--model", base_folder], "not a folder"),
     ]
@@ -276,8 +277,10 @@ def test_cli_hints_name_the_flag(capsys, base_folder, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("x")
-    rc, _, err = nc(capsys, "convert", nemo, full)
-    assert rc == 2 and "--overwrite" in err and "overwrite=True" not in err, err
+    for args in (["convert", nemo, full], ["export", base_folder, full]):  # export: nanocodec/onnx/command.py
+        rc, _, err = nc(capsys, *args)
+        assert rc == 2 and err.count("\n") == 1 and "--overwrite" in err and "overwrite=True" not in err, (args, err)
+    assert sorted(p.name for p in full.iterdir()) == ["keep.txt"]
 
 
 def test_tf32_flag_is_recorded_under_the_policy(capsys, base_folder, tmp_path):

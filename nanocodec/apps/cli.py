@@ -119,25 +119,26 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
                                         "choose another output name")
 
 
-def _audio_output(path: Path, subtype: str | None) -> None:
-    """Refuse an output name that cannot be written as audio before any work is done."""
+def _audio_output(path: Path, subtype: str | None, *, folders: bool = True) -> None:
+    """Refuse an output name that cannot be written as audio before any work is done. `folders`: the
+    command also writes into a folder (-o ending in /)."""
     from ..fileio import audio
 
-    if not path.suffix:
-        raise InvalidInputError(f"-o {path} has no audio file suffix: name a file such as {path}.wav "
-                                f"(or end -o with / for a folder)")
+    if not path.suffix or path.is_dir():
+        raise InvalidInputError(f"-o {path} is {'a folder' if path.is_dir() else 'no audio file name'}: name a file "
+                                f"such as {path / 'out.wav' if path.is_dir() else path.with_suffix('.wav')}"
+                                + (" (or end -o with / for a folder)" if folders else ""))
     audio.output_format(path, subtype)
 
 
 def _report(message: str) -> None:
-    print(f"nanocodec: error: {_one_line(message)}", file=sys.stderr)
+    print(f"nanocodec: error: {one_line_message(message)}", file=sys.stderr)
 
 
 # ---- commands ------------------------------------------------------------------------------
 def cmd_encode(args) -> int:
     from .. import validation
     from ..fileio import audio, token_files
-    from .corpus import encode_batch
 
     inputs = [Path(p) for p in args.inputs]
     out = Path(args.output)
@@ -174,13 +175,12 @@ def cmd_encode(args) -> int:
         tokens = {}
         by_len = sorted(clips, key=lambda i: clips[i].num_samples)
         for chunk in _batches(by_len, args.batch_size):
-            tokens.update(_encode_or_report(model, encode_batch, [(i, inputs[i], clips[i]) for i in chunk], failed))
+            tokens.update(_encode_or_report(model, [(i, inputs[i], clips[i]) for i in chunk], failed))
     for i in sorted(tokens):
         path, clip = inputs[i], clips[i]
         key = token_files.SINGLE_KEY
-        token_files.write(dests[i if to_folder else 0], {key: tokens[i]}, {key: clip.num_samples},
-                          {**meta, "source": path.name})
-        _say(args, f"{path} -> {dests[i if to_folder else 0]} ({tokens[i].shape[-1]} frames x {tokens[i].shape[0]} codebooks)")
+        token_files.write(dests[i], {key: tokens[i]}, {key: clip.num_samples}, {**meta, "source": path.name})
+        _say(args, f"{path} -> {dests[i]} ({tokens[i].shape[-1]} frames x {tokens[i].shape[0]} codebooks)")
     for message in failed:
         _report(message)
     if failed and len(inputs) > 1:
@@ -188,9 +188,11 @@ def cmd_encode(args) -> int:
     return 2 if failed else 0
 
 
-def _encode_or_report(model, encode_batch, items, failed: list) -> dict:
+def _encode_or_report(model, items, failed: list) -> dict:
     """Tokens per index for one batch of (index, path, clip); an item the model refuses (e.g. too
     short for reflect padding) is reported with its file name and spares the others."""
+    from .corpus import encode_batch
+
     try:
         return dict(zip((i for i, _, _ in items), encode_batch(model, [clip.samples for _, _, clip in items])))
     except InvalidInputError as e:
@@ -199,7 +201,7 @@ def _encode_or_report(model, encode_batch, items, failed: list) -> dict:
             return {}
     out = {}
     for item in items:
-        out.update(_encode_or_report(model, encode_batch, [item], failed))
+        out.update(_encode_or_report(model, [item], failed))
     return out
 
 
@@ -233,7 +235,7 @@ def cmd_decode(args) -> int:
             raise
         raise InvalidInputError(
             f"the model recorded in {args.tokens} ({tf.model!r}, where it was when the tokens were made) cannot "
-            f"be loaded: {_one_line(e)}; if it moved, pass --model with its folder or hub repo id"
+            f"be loaded: {one_line_message(e)}; if it moved, pass --model with its folder or hub repo id"
         ) from None
     if model.config.sha256() != tf.config_sha256:
         raise InvalidInputError(
@@ -260,7 +262,7 @@ def cmd_roundtrip(args) -> int:
 
     src, out = Path(args.input), Path(args.output)
     _refuse_overwriting_inputs([src], [out])
-    _audio_output(out, args.subtype)
+    _audio_output(out, args.subtype, folders=False)
     model = _load_model(args, args.model, args.revision)
     clip = audio.read(src, model.sample_rate)
     validation.audio_batch(clip.tensor(), None, clip.tensor().dtype, "cpu", name=str(src))
@@ -490,7 +492,9 @@ def main(argv=None) -> int:
 _CLI_HINTS = (("--overwrite (overwrite=True)", "--overwrite"), ("overwrite=True", "--overwrite"))
 
 
-def _one_line(e) -> str:
+def one_line_message(e) -> str:
+    """An error as the command line shows it: one line, the library's Python hints as flags (for every
+    command-line entry point: python -m nanocodec.convert and python -m nanocodec.onnx too)."""
     text = " ".join(str(e).split()) or type(e).__name__
     for python_hint, flag in _CLI_HINTS:
         text = text.replace(python_hint, flag)
