@@ -13,7 +13,7 @@ from conftest import BASE_NEMO, ROOT
 from nanocodec.convert.archive import read_nemo
 from nanocodec.convert.converter import convert
 from nanocodec import AudioCodecModel
-from nanocodec.errors import CheckpointError, UnsafeCheckpointError
+from nanocodec.errors import CheckpointError, InvalidInputError, UnsafeCheckpointError
 from parity.oracle.derive import derive_legacy_weight_norm, derive_with_discriminator, nemo_tar_bytes
 
 
@@ -162,8 +162,11 @@ def test_nemo_named_safetensors_folder_with_preset(tmp_path, base_folder):
     keep = {k: v for k, v in state.items() if k.startswith(("audio_encoder.", "audio_decoder."))}
     (tmp_path / "port").mkdir()
     (tmp_path / "port" / "model.safetensors").write_bytes(tensorfile.to_bytes(keep))
-    with pytest.raises(CheckpointError, match="--preset"):
+    # no preset named: identified from the shapes among the presets, which are full size: none fits
+    with pytest.raises(CheckpointError, match="fit none of the presets.*--preset"):
         convert(str(tmp_path / "port"), str(tmp_path / "no-preset"))
+    with pytest.raises(InvalidInputError, match="own model_config.yaml.*pass no preset"):
+        convert(str(BASE_NEMO), str(tmp_path / "nemo-with-preset"), preset="nanocodec-22khz-0.6kbps-12.5fps")
     # a released preset is the full-size architecture: the reduced-width tensors do not fit it
     with pytest.raises(CheckpointError, match="shape"):
         convert(str(tmp_path / "port"), str(tmp_path / "full"), preset="nanocodec-22khz-0.6kbps-12.5fps")
