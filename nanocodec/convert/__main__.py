@@ -19,7 +19,9 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except NanoCodecError as e:
-        print(f"convert: error: {e}".replace("\n", " "), file=sys.stderr)
+        from nanocodec.apps.cli import one_line_message  # the library's Python hints as flags
+
+        print(f"convert: error: {one_line_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -90,7 +90,7 @@ def write_folder(out, fill: Callable[[Path], None], *, overwrite: bool = False) 
         raise InvalidInputError(f"output {out} exists and is not a folder; choose another path")
     nonempty = out.is_dir() and any(out.iterdir())
     if nonempty and not overwrite:
-        raise InvalidInputError(f"output folder {out} is not empty; pass --overwrite (overwrite=True) to replace it")
+        raise InvalidInputError(f"output folder {out} is not empty; pass overwrite=True to replace it")
     tmp = make_temp_folder(parent, out.name)
     try:
         fill(tmp)

@@ -40,7 +40,7 @@ class StreamingEncoder:
             raise InvalidInputError(f"stream audio must be [{self.batch_size}, n] or [{self.batch_size}, 1, n], got {list(shape)}")
         if shape[-1] == 0:
             return self._tokens(torch.zeros(self.batch_size, 1, 0))  # n == 0 is a valid step
-        audio, _ = validation.audio_batch(audio, None, m.dtype, m.device)
+        audio, _ = validation.audio_batch(audio, None, m.dtype, m.device, check_layout=False)  # [B, n]: B streams
         self.samples += audio.shape[-1]
         return self._tokens(m.encoder(audio.unsqueeze(1), state=self.state))
 
