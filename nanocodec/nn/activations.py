@@ -57,7 +57,8 @@ class HalfSnake(nn.Module):
         # straight into one output (no cat, no temporaries), in the input's layout
         n = self.snake_channels
         # autograd (training, gradient checks) and graph capture (torch.compile: no `out=` into a
-        # strided slice): NeMo's form as is
+        # strided slice): NeMo's form as is. The TorchScript ONNX exporter silently drops the slice
+        # writes below: nanocodec/onnx/graphs.py exports NeMo's form instead.
         if needs_grad(x, self.alpha) or torch.compiler.is_compiling():
             return torch.cat([_snake_reference(x[:, :n], self.alpha), nn.functional.leaky_relu(x[:, n:], LRELU_SLOPE)], 1)
         x = x.contiguous()
