@@ -7,8 +7,8 @@ leaves what it measured): the seeded full-size model built in NeMo's own modules
 (device_setup.py); parity, float32 with TF32 off (contracts §5, CUDA), for 1 s, 5 s and a ragged batch in both
 batch modes, with each side against itself on the CPU for context; half precision and TF32 (reported); the
 benchmark grid (ours vs NeMo interleaved, device events, warm-up, medians, peak memory per case); a throughput
-sweep per precision; our encode/decode as CUDA graphs; cudnn.benchmark on vs off; torch.compile; issue 7's
-targets. Writes $OUT/parity-cuda-<card>.md, bench-cuda-<card>.md and .json (cuda_device_report.py).
+sweep per precision; our encode/decode as CUDA graphs; the streaming decoder's 1-frame steps at 1, 8 and 64 slots
+(issue 21: p50/p99, eager and as a CUDA graph); cudnn.benchmark on vs off; torch.compile; issue 7's targets. Writes $OUT/parity-cuda-<card>.md, bench-cuda-<card>.md and .json (cuda_device_report.py).
 `--device cpu --tiny` runs the same code (less the CUDA-only steps) on the committed reduced-width fixture in
 well under 2 minutes: that is how tests/test_cuda_device_script.py checks this script without a GPU.
 """
@@ -46,7 +46,7 @@ CUDA_AUDIO_MAX_ABS_TOL = 1e-4  # contracts §5, CUDA float32 with TF32 off
 TARGETS = {"throughput_vs_nemo_best": 2.0, "throughput_rt": 1000.0, "latency_1x5s_ms": 25.0, "peak_16x5s_gb": 1.0}
 # the budget fraction by which a step must have started its last case (the targets' figures first; graph
 # capture after the sweep, since a capture failing inside the library could leave the CUDA context unusable)
-STEP_END = {"grid": 0.45, "sweep": 0.72, "graphs": 0.80, "cudnn_benchmark": 0.87, "compile": 0.97}
+STEP_END = {"grid": 0.45, "sweep": 0.72, "graphs": 0.78, "stream": 0.84, "cudnn_benchmark": 0.89, "compile": 0.97}
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,17 @@ class Profile:
     sweep_seconds: float
     sweep_batches: tuple
     memory_cases: tuple  # the seed's memory table
+    stream_slots: tuple  # streaming decoder slots
+    stream_steps: tuple  # (timed, warm-up) 1-frame steps
     case_target_s: float  # timed seconds per case and implementation
     max_reps: int
 
 
 FULL = Profile("full", "nano0p6_full", (1.0, 5.0), (5.0, 2.3, 1.0 + 7 / SR, 0.37), (1.0, 5.0, 10.0),
                (Case(5, 1), Case(5, 16), Case(5, 4), Case(1, 1), Case(1, 4), Case(1, 16), Case(10, 1), Case(30, 1), Case(60, 1)),
-               5.0, (1, 4, 16, 32, 64), (Case(5, 1), Case(5, 4), Case(5, 16)), 1.0, 15)
+               5.0, (1, 4, 16, 32, 64), (Case(5, 1), Case(5, 4), Case(5, 16)), (1, 8, 64), (200, 20), 1.0, 15)
 TINY = Profile("tiny", "nano0p6_replicate", (0.3, 1.0), (1.0, 0.5, 0.2 + 7 / SR), (1.0,), (Case(1, 1), Case(1, 4), Case(0.5, 1)),
-               0.5, (1, 4), (Case(1, 1), Case(1, 4)), 0.15, 3)
+               0.5, (1, 4), (Case(1, 1), Case(1, 4)), (1, 8), (10, 3), 0.15, 3)
 T0, BUDGET, COMPILE = time.monotonic(), 0.0, False  # set by main()
 
 
@@ -424,6 +426,21 @@ def _times(fn, reps: int, device) -> list:
     return out
 
 
+def capture(body, device) -> tuple:
+    """body() captured as a CUDA graph, after a warm-up off the capture stream (as torch.cuda.graphs requires);
+    the graph and body's output, the static tensor each replay rewrites."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = body()
+    return g, out
+
+
 def graph_case(model, case: Case, device, reps: int) -> dict:
     """Our encode and decode captured as CUDA graphs at a fixed shape (whole frames, full lengths: the host-side
     validation and length logic of encode()/decode() stays outside), against the eager calls for equality and time."""
@@ -437,15 +454,7 @@ def graph_case(model, case: Case, device, reps: int) -> dict:
                   "decode": (lambda: model.decoder(model.quantizer.decode(tokens, tlen).to(model.dtype), out_len),
                              lambda: model.decode(tokens, tlen))}
         for name, (body, eager) in bodies.items():
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(3):  # warm-up off the capture stream, as torch.cuda.graphs requires
-                    body()
-            torch.cuda.current_stream(device).wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                static_out = body()
+            g, static_out = capture(body, device)
             g.replay()
             sync(device)
             check = ({"token_match_vs_eager": float((static_out == tokens).float().mean())} if name == "encode"
@@ -477,6 +486,61 @@ def step_graphs(models, profile, device, res, write) -> None:
             res["graphs"]["cases"].append(r)
             free(device)
             write()
+
+
+def stream_case(model, n: int, profile: Profile, device) -> dict:
+    """1-frame steps of n slots (issue 21): the slots API (`stream_decoder(batch_size=n).step`: token checks, quantizer
+    decode, `decoder.step`), the functional step on static state tensors (quantizer decode + `decoder.step`, the new
+    state copied back in place) eager and, on CUDA, captured as one CUDA graph. Each path first replays the API's
+    warm-up steps from the start of a stream (its max abs error against the API's audio), then is timed."""
+    reps, warm = profile.stream_steps
+    seq = torch.randint(0, model.codebook_size, (warm, n, model.num_codebooks, 1), generator=torch.Generator().manual_seed(n))
+    seq, out = seq.to(device), {"slots": n}
+    with torch.inference_mode():
+        dec = model.stream_decoder(batch_size=n)
+        ref = [dec.step(t) for t in seq]  # the warm-up
+        tokens, state = seq[0].clone(), model.decoder.init_state(n)
+        times = {"slots API": _times(lambda: dec.step(tokens), reps, device)}
+
+        def body():
+            audio, new = model.decoder.step(model.quantizer.decode(tokens).to(model.dtype), state)
+            for name, t in new.items():
+                state[name].copy_(t)
+            return audio
+
+        paths = {"functional step": body}
+        if device.type == "cuda":
+            try:
+                g, static_audio = capture(body, device)
+                paths["CUDA graph"] = lambda: (g.replay(), static_audio)[1]
+            except Exception as e:  # noqa: BLE001  a capture failure is a finding for the library
+                out["graph_error"] = err_text(e)
+        for name, fn in paths.items():
+            for t in state.values():
+                t.zero_()
+            errs = []
+            for t, r in zip(seq, ref):
+                tokens.copy_(t)
+                errs.append(compare.max_abs_error(wave(fn()), wave(r)))
+            out.setdefault("max_abs_error_vs_api", {})[name] = max(errs)
+            times[name] = _times(fn, reps, device)
+    for name, t in times.items():
+        out[name] = {**stats(t), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+    return out
+
+
+def step_stream(models, profile, device, res, write) -> None:
+    model = models.ours(device, torch.float32)
+    res["stream"]["frame_ms"] = 1000.0 * model.samples_per_frame / model.sample_rate
+    for n in profile.stream_slots:
+        if left("stream") < (2 if profile.name == "tiny" else 10):
+            res["stream"]["cases"].append({"slots": n, "skipped": f"budget: {left('stream'):.0f} s left"})
+            continue
+        res["stream"]["cases"].append(r := stream_case(model, n, profile, device))
+        log(f"stream {n} slots: " + ", ".join(f"{k} p50 {r[k]['p50']:.2f} p99 {r[k]['p99']:.2f} ms"
+                                              for k in ("slots API", "functional step", "CUDA graph") if k in r))
+        free(device)
+        write()
 
 
 def compile_case(model, case: Case, device, mode: str, reps: int) -> dict:
@@ -577,7 +641,7 @@ def step_targets(profile, res: dict) -> None:
 
 
 STEPS = {"parity": step_parity, "half": step_half, "grid": step_grid, "sweep": step_sweep, "graphs": step_graphs,
-         "cudnn_benchmark": step_cudnn_benchmark, "compile": step_compile}  # in --steps' default order
+         "stream": step_stream, "cudnn_benchmark": step_cudnn_benchmark, "compile": step_compile}  # in --steps' default order
 
 
 def main(argv=None) -> int:
@@ -592,7 +656,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="appended to the report names (a second, partial run: --steps graphs,compile --tag extra)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's on CUDA; 1 with --device cpu, since a "
                     "shared machine's busy cores stall multi-threaded ops and the tiny model gains nothing from more)")
-    ap.add_argument("--steps", default="parity,half,grid,sweep,graphs,cudnn_benchmark,compile", help="comma list (default all)")
+    ap.add_argument("--steps", default=",".join(STEPS), help="comma list (default all)")
     args = ap.parse_args(argv)
     T0, BUDGET, device = time.monotonic(), args.budget_s, torch.device(args.device)
     COMPILE = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
@@ -609,7 +673,7 @@ def main(argv=None) -> int:
     stem = info["slug"] + ("-tiny" if args.tiny else "") + (f"-{args.tag}" if args.tag else "")
     res = {"format": 1, "profile": profile.name, "budget_s": args.budget_s, "machine": info, "model": {}, "parity": {"rows": []},
            "half": {"rows": []}, "grid": {"impls": [], "cases": []}, "sweep": {"cases": []}, "cudnn_benchmark": {"cases": []},
-           "graphs": {"cases": []}, "compile": {"cases": []}, "targets": [], "steps": {}, "errors": []}
+           "graphs": {"cases": []}, "stream": {"cases": []}, "compile": {"cases": []}, "targets": [], "steps": {}, "errors": []}
 
     def write():
         res["elapsed_s"] = round(elapsed(), 1)

@@ -12,6 +12,7 @@ from common import fmt, table, write_atomic
 # the NeMo figure each of our precisions is compared with in the same run
 COUNTERPART = {"fp32": "NeMo fp32", "tf32": "NeMo tf32", "bf16": "NeMo bf16-autocast", "fp16": "NeMo bf16-autocast",
                "fp32-chunk1s": "NeMo fp32"}
+STREAM_PATHS = ("slots API", "functional step", "CUDA graph")
 CASE_HEAD = ["case", "implementation", "encode ms", "decode ms", "round trip ms (min–max, rounds)", "× real time",
              "peak above baseline MiB", "peak incl. own weights MiB", "speed-up vs NeMo"]
 
@@ -155,6 +156,19 @@ def bench_md(res: dict) -> str:
              f"{c['decode']['eager_ms']['median']:.2f}", f"{c['decode']['graph_ms']['median']:.2f}",
              f"tokens {100 * c['encode']['token_match_vs_eager']:.2f}% of eager, audio max abs error {c['decode']['max_abs_error_vs_eager']:.1e}"]
             for c in res["graphs"]["cases"]])
+    stream = res.get("stream", {"cases": []})
+    frame, rows = stream.get("frame_ms", 80.0), []
+    for c in stream["cases"]:
+        rows += [[c["slots"], f"skipped: {c['skipped']}"]] if "skipped" in c else []
+        rows += [[c["slots"], p, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['min']:.2f}–{r['max']:.2f} ({r['n']})",
+                  f"{c['slots'] * frame / r['p50']:.1f}", fmt(c.get("max_abs_error_vs_api", {}).get(p), ".1e", "(reference)")]
+                 for p in STREAM_PATHS if (r := c.get(p))]
+        rows += [[c["slots"], "CUDA graph", f"capture failed: {c['graph_error']}"]] if "graph_error" in c else []
+    lines += ["", "## Streaming decoder: 1-frame steps (issue 21)", "", "n slots, 1 frame each per step; percentiles over "
+              "the timed steps, each between two synchronizations. The CUDA graph replays the quantizer decode and "
+              "`decoder.step` on static state tensors (the new state copied into them inside the graph). × real time = "
+              f"n × {frame:g} ms of audio / p50. Error: against the slots API's audio of the same steps from a stream's start.",
+              ""] + table(["slots", "path", "p50 ms", "p99 ms", "min–max (steps)", "× real time", "max abs error vs slots API"], rows)
     lines += ["", "## torch.compile (ours: encoder and decoder modules, fixed shape)", ""]
     if res["compile"].get("skipped"):
         lines.append(f"Skipped: {res['compile']['skipped']}.")
@@ -192,6 +206,9 @@ def summary(res: dict) -> str:
               for c in res["grid"]["cases"] if "impls" in c]
     if (ob := best(res, "ours")) and (nb := best(res, "nemo")):
         lines.append(f"BEST THROUGHPUT ours {ob[2]:.0f}x RT ({ob[0]}, {ob[1]}) vs NeMo {nb[2]:.0f}x ({nb[0]}, {nb[1]}): {ob[2] / nb[2]:.2f}x")
+    lines += [f"STREAM {c['slots']} slots: " + ", ".join(f"{p} p50 {c[p]['p50']:.2f} p99 {c[p]['p99']:.2f} ms" for p in STREAM_PATHS if p in c)
+              + (f"; graph capture failed: {c['graph_error']}" if "graph_error" in c else "")
+              for c in res.get("stream", {}).get("cases", []) if "slots API" in c]
     lines += [f"TARGET {'MET' if t['met'] is True else 'MISSED' if t['met'] is False else t['met']}: {t['target']}: {t['figure']}"
               for t in res["targets"]]
     return "\n".join(lines + [f"ERROR {e['step']}: {e['error']}" for e in res["errors"]] + ["=" * 100])
