@@ -60,12 +60,12 @@ class _Source:
         return f"{self.path}/{rel}" if self.zip else str(self.root / rel)
 
 
-def find_nemo_source(explicit: str | Path | None = None, repo: Path | None = None) -> Path:
+def find_nemo_source(explicit: str | Path | None = None) -> Path:
     """A wheel or nemo package folder: `explicit`, else .devicecarry/'s wheel, else the oracle venv's installed
     nemo, else an installed nemo found without importing it."""
     if explicit:
         return Path(explicit)
-    repo = repo or Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[1]
     for pattern in (str(repo / ".devicecarry" / WHEEL_GLOB), str(repo / "parity/oracle/.venv/lib/python*/site-packages/nemo")):
         if found := sorted(glob.glob(pattern)):
             return Path(found[-1])
@@ -130,16 +130,9 @@ class typecheck:  # noqa: N801  NeMo's name
 
 
 class NeuralModule(nn.Module):
-    """nn.Module plus typing/serialization mixins the codec never calls in inference; freeze/unfreeze kept."""
+    """nn.Module plus typing/serialization mixins the codec never calls in inference (NeMo's `freeze` only on
+    the SSL discriminator's model, which is never built here)."""
     input_types = output_types = None
-
-    def freeze(self) -> None:
-        self.requires_grad_(False)
-        self.eval()
-
-    def unfreeze(self, partial: bool = False) -> None:
-        self.requires_grad_(True)
-        self.train()
 
 
 class _TagModule(types.ModuleType):
@@ -230,7 +223,7 @@ def load(source: str | Path | None = None) -> NemoModules:
 class NemoCodec(nn.Module):
     """NeMo 3.0.0 `AudioCodecModel`'s inference path (nemo/collections/tts/models/audio_codec.py): same submodule
     names, same construction order (encoder, quantizer, decoder: a seed gives the weights NeMo's own constructor
-    gives; each built as hydra's instantiate does, the class named by _target_), same methods and keywords."""
+    gives; each built as hydra's instantiate does, the class named by _target_), same inference methods and keywords (encode, decode and their parts)."""
 
     def __init__(self, cfg: dict, mods: NemoModules):
         super().__init__()
@@ -277,7 +270,3 @@ class NemoCodec(nn.Module):
     def decode(self, tokens, tokens_len):
         dequantized = self.dequantize(tokens=tokens, tokens_len=tokens_len).to(self.dtype)
         return self.decode_audio(inputs=dequantized, input_len=tokens_len)
-
-    def forward(self, audio, audio_len):
-        tokens, tokens_len = self.encode(audio=audio, audio_len=audio_len)
-        return self.decode(tokens=tokens, tokens_len=tokens_len)
