@@ -287,3 +287,16 @@ def test_decoder_step_captures_as_one_graph(models):
         audio, new = step(latents, state)
         want, want_state = dec.step(latents, state)
     assert torch.equal(audio, want) and all(torch.equal(new[n], want_state[n]) for n in want_state)
+
+
+def test_a_streamed_model_still_copies_and_pickles(models):
+    """The cpu backend's step caches (oneDNN-reordered weights, which have no storage) are not
+    state: a model that has streamed deep-copies and pickles, and the copy streams the same."""
+    import copy
+    import pickle
+
+    model = models["nano0p6_replicate"]
+    tokens = torch.randint(0, model.codebook_size, (1, model.num_codebooks, 3), generator=torch.Generator().manual_seed(2))
+    want = model.stream_decoder().step(tokens)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(clone.stream_decoder().step(tokens), want)

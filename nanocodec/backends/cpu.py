@@ -246,6 +246,21 @@ def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not needs_grad(x, weight))
 
 
+class PackedWeights:
+    """A conv's oneDNN-reordered weights by window length. A cache, not state: a copied or pickled
+    model starts without it (oneDNN tensors have no storage to copy) and rebuilds it on its first step."""
+
+    def __init__(self, tag=None):
+        self.tag = tag
+        self.by_length: dict[int, torch.Tensor] = {}
+
+    def __deepcopy__(self, memo):
+        return PackedWeights()
+
+    def __reduce__(self):
+        return (PackedWeights, ())
+
+
 def packed_conv1d(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`conv1d(x, module.weight, module.bias, dilation=module.dilation)` (no padding, stride 1) on
     a weight reordered for oneDNN once per window length; the output keeps `x`'s layout."""
@@ -253,19 +268,17 @@ def packed_conv1d(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return conv1d(x, module.weight, module.bias, dilation=module.dilation, channels_last=is_channels_last(x))
     w = module.weight
     tag = (w.data_ptr(), w._version, w.dtype)  # new or reloaded weights invalidate the reorders
-    tagged = module.__dict__.get("_packed_weights")
-    if tagged is None or tagged[0] != tag:
-        tagged = module.__dict__["_packed_weights"] = (tag, {})
-    cache = tagged[1]
+    cache = module.__dict__.get("_packed_weights")
+    if cache is None or cache.tag != tag:
+        cache = module.__dict__["_packed_weights"] = PackedWeights(tag)
     length = x.shape[-1]
-    packed = cache.get(length)
+    packed = cache.by_length.get(length)
     if packed is None:
-        if len(cache) >= _PACKED_LENGTHS:
-            cache.pop(next(iter(cache)))
+        if len(cache.by_length) >= _PACKED_LENGTHS:
+            cache.by_length.pop(next(iter(cache.by_length)))
         with torch.no_grad():
-            packed = cache[length] = torch.ops.mkldnn._reorder_convolution_weight(
-                module.weight.unsqueeze(2).contiguous(), [0, 0], [1, 1], [1, module.dilation], 1,
-                [1, x.shape[1], 1, length])
+            packed = cache.by_length[length] = torch.ops.mkldnn._reorder_convolution_weight(
+                w.unsqueeze(2).contiguous(), [0, 0], [1, 1], [1, module.dilation], 1, [1, x.shape[1], 1, length])
     x4 = x.unsqueeze(2).contiguous(memory_format=_CL) if is_channels_last(x) else x.unsqueeze(2)
     return torch.ops.mkldnn._convolution_pointwise(x4, packed, module.bias, [0, 0], [1, 1], [1, module.dilation], 1,
                                                    "none", [], "").squeeze(2)
