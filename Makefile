@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
 
 .DEFAULT_GOAL := all
-.PHONY: all quick install test parity convert bench-streaming bench-ray clean bench device-prep
+.PHONY: all quick install test parity convert bench-streaming bench-onnx bench-ray clean bench device-prep
 
 all: install quick
 
@@ -50,9 +50,13 @@ OUT ?= out/nemo-nano-codec-22khz-0.6kbps-12.5fps
 convert: install
 	$(PY) -m convert $(if $(NEMO),$(NEMO),nvidia/nemo-nano-codec-22khz-0.6kbps-12.5fps) $(OUT) --overwrite
 
-# Streaming latency vs sliding-window re-decoding (writes reports/streaming-cpu.md)
+# Streaming (issue 21): steps, slots, real-time streams vs NeMo offline and the sliding window (reports/streaming-cpu-<cpu>.md)
 bench-streaming: install
 	$(PY) benchmarks/streaming.py --out reports
+
+# ONNX Runtime vs our torch path on the full-size model, interleaved (writes reports/onnx-<cpu>.md)
+bench-onnx: install
+	$(PY) benchmarks/onnx_bench.py --out reports
 
 # Corpus tokenization: audio-hours per hour of the local engine and of `--engine ray` with 1 and 2
 # encoders on a local Ray cluster, outputs compared byte for byte (writes reports/ray-cpu.md, ~5 min).
