@@ -60,6 +60,7 @@ class AudioCodecModel(nn.Module):
         self.decoder = (CausalHiFiGANDecoder if config.decoder.causal else HiFiGANDecoder)(config.decoder)
         self.conv_layout = "auto"  # set_conv_layout
         self.backend = "reference"  # what the modules are now; from_pretrained applies backend="auto"
+        self.compiled = None  # nanocodec/backends/compiled.py, set by compile()
         self.conv_paths = None  # the cpu backend's count of channels-last and NCW convs
         # TF32 for float32 work on CUDA (contracts §10): None keeps the enclosing precision scope's choice
         # (e.g. the CLI's --tf32), else off; True opts this model in. No effect on the CPU.
@@ -105,10 +106,20 @@ class AudioCodecModel(nn.Module):
 
         if backend not in BACKENDS:
             raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        from .backends.compiled import uncompile
+
+        uncompile(self)  # swapping module classes under a compiled forward is unsafe
         cpu.revert(self)  # the reference modules: what every backend starts from
         self.backend = resolve(backend, self.device.type)
         self.conv_paths = cpu.apply(self, force=force_channels_last) if self.backend == "cpu" else None
         return self
+
+    def compile(self, *, allow_cpu: bool = False, **compile_kwargs) -> "AudioCodecModel":
+        """torch.compile what encode/decode run (nanocodec/backends/compiled.py): the encoder's and
+        decoder's forward on whole inputs; refused on the CPU (measured slower there) unless allow_cpu=True."""
+        from .backends.compiled import compile_model
+
+        return compile_model(self, allow_cpu=allow_cpu, **compile_kwargs)
 
     def set_conv_layout(self, layout: str = "auto") -> "AudioCodecModel":
         """The conv layout by its older names: "auto" = `set_backend("auto")`; "channels_last" = the

@@ -22,6 +22,15 @@ def base_folder(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_converted_cache(tmp_path_factory):
+    """from_pretrained of a .nemo caches its conversion: never in the user's real cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NANOCODEC_CACHE", str(tmp_path_factory.mktemp("nanocodec-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of many tiny convs: on a busy 2-core machine, 2 intra-op threads made them ~20x
