@@ -13,7 +13,6 @@ Root: `cache_dir=` (then `<cache_dir>/nanocodec/converted`), else `$NANOCODEC_CA
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from nanocodec.config import NanoCodecConfig
 from nanocodec.errors import CheckpointError, InvalidInputError
+from nanocodec.fileio.atomic import _fsync_dir
 
 from . import __version__
 from .sources import CONFIG_NAME, NEMO, SAFETENSORS, WEIGHTS_NAME, Source
@@ -114,12 +114,3 @@ def _staging(root: Path, name: str) -> Path:
         raise InvalidInputError(f"could not create the converted-model cache {root}: {e}; set {ENV} (or pass "
                                 "cache_dir=) to a writable folder") from None
     return staging
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsync'ed
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
