@@ -70,7 +70,8 @@ class StreamingDecoder:
         out = torch.zeros(self.batch_size, 1, shape[-1] * m.samples_per_frame, dtype=m.dtype, device=m.device)
         if rows.numel() == 0:
             return out
-        tokens = torch.as_tensor(tokens)[rows.to(torch.as_tensor(tokens).device)]
+        tokens = torch.as_tensor(tokens)
+        tokens = tokens[rows.to(tokens.device)]
         tokens, _ = validation.token_batch(tokens, None, m.num_codebooks, m.codebook_size, m.device)
         state = {name: t.index_select(0, rows) for name, t in self.state.items()}
         audio, state = m.decoder.step(m.quantizer.decode(tokens).to(m.dtype), state)
