@@ -6,11 +6,12 @@ Steps, each within its share of a wall-clock budget, the reports rewritten after
 leaves what it measured): the seeded full-size model built in NeMo's own modules and in ours
 (device_setup.py); parity, float32 with TF32 off (contracts §5, CUDA), for 1 s, 5 s and a ragged batch in both
 batch modes, with each side against itself on the CPU for context; half precision and TF32 (reported); the
-benchmark grid (ours vs NeMo interleaved, device events, warm-up, medians, peak memory per case); a throughput
-sweep per precision; our encode/decode as CUDA graphs; the streaming decoder's 1-frame steps at 1, 8 and 64 slots
-(issue 21: p50/p99, eager and as a CUDA graph); cudnn.benchmark on vs off; torch.compile; issue 7's targets. Writes $OUT/parity-cuda-<card>.md, bench-cuda-<card>.md and .json (cuda_device_report.py).
-`--device cpu --tiny` runs the same code (less the CUDA-only steps) on the committed reduced-width fixture in
-well under 2 minutes: that is how tests/test_cuda_device_script.py checks this script without a GPU.
+benchmark grid (ours vs NeMo interleaved, device events, warm-up, medians, peak memory per case); our
+encode/decode as CUDA graphs; the streaming decoder's 1-frame steps at 1, 8 and 64 slots (issue 21: p50/p99,
+eager and as a CUDA graph); issue 7's targets. Writes $OUT/parity-cuda-<card>.md, bench-cuda-<card>.md and
+.json (cuda_device_report.py). `--device cpu --tiny` runs the same code (less the CUDA-only steps) on the
+committed reduced-width fixture in well under 2 minutes: that is how tests/test_cuda_device_script.py checks
+this script without a GPU.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ from parity import compare  # noqa: E402
 CUDA_AUDIO_MAX_ABS_TOL = 1e-4  # contracts §5, CUDA float32 with TF32 off
 TARGETS = {"throughput_vs_nemo_best": 2.0, "throughput_rt": 1000.0, "latency_1x5s_ms": 25.0, "peak_16x5s_gb": 1.0}
 # the budget fraction by which a step must have started its last case (the targets' figures first; graph
-# capture after the sweep, since a capture failing inside the library could leave the CUDA context unusable)
-STEP_END = {"grid": 0.45, "sweep": 0.72, "graphs": 0.78, "stream": 0.84, "cudnn_benchmark": 0.89, "compile": 0.97}
+# capture after the grid, since a capture failing inside the library could leave the CUDA context unusable)
+STEP_END = {"grid": 0.7, "graphs": 0.82, "stream": 0.95}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ class Profile:
     ragged_seconds: tuple  # one ragged batch
     half_seconds: tuple
     grid: tuple  # benchmark cases in run order (the headline and the memory table first)
-    sweep_seconds: float
-    sweep_batches: tuple
     memory_cases: tuple  # the seed's memory table
     stream_slots: tuple  # streaming decoder slots
     stream_steps: tuple  # (timed, warm-up) 1-frame steps
@@ -68,10 +67,10 @@ class Profile:
 
 FULL = Profile("full", "nano0p6_full", (1.0, 5.0), (5.0, 2.3, 1.0 + 7 / SR, 0.37), (1.0, 5.0, 10.0),
                (Case(5, 1), Case(5, 16), Case(5, 4), Case(1, 1), Case(1, 4), Case(1, 16), Case(10, 1), Case(30, 1), Case(60, 1)),
-               5.0, (1, 4, 16, 32, 64), (Case(5, 1), Case(5, 4), Case(5, 16)), (1, 8, 64), (200, 20), 1.0, 15)
+               (Case(5, 1), Case(5, 4), Case(5, 16)), (1, 8, 64), (200, 20), 1.0, 15)
 TINY = Profile("tiny", "nano0p6_replicate", (0.3, 1.0), (1.0, 0.5, 0.2 + 7 / SR), (1.0,), (Case(1, 1), Case(1, 4), Case(0.5, 1)),
-               0.5, (1, 4), (Case(1, 1), Case(1, 4)), (1, 8), (10, 3), 0.15, 3)
-T0, BUDGET, COMPILE = time.monotonic(), 0.0, False  # set by main()
+               (Case(1, 1), Case(1, 4)), (1, 8), (10, 3), 0.15, 3)
+T0, BUDGET = time.monotonic(), 0.0  # set by main()
 
 
 def elapsed() -> float:
@@ -139,8 +138,8 @@ class Impl:
     chunk_seconds: float | str | None = "auto"  # ours: encode/decode in chunks of this many seconds
 
     def ctx(self, device):
-        """inference mode, the precision policy (contracts §10: TF32 only for the tf32 variants; cudnn.benchmark
-        as the enclosing scope chose), and NeMo's autocast variant."""
+        """inference mode, the precision policy (contracts §10: TF32 only for the tf32 variants), and NeMo's
+        autocast variant."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(precision_scope(device, self.model.dtype, allow_tf32=self.tf32))
@@ -178,16 +177,6 @@ def make_impl(models, side: str, precision: str, device) -> Impl:
                     chunk_seconds=1.0 if precision == "fp32-chunk1s" else "auto")
     return Impl(f"NeMo {precision}", side, m, size, tf32=precision == "tf32", input_dtype=m.dtype,
                 autocast=torch.bfloat16 if precision == "bf16-autocast" else None)
-
-
-def impls_for(models, pairs, device) -> list:
-    out = []
-    for side, precision in pairs:
-        try:
-            out.append(make_impl(models, side, precision, device))
-        except Exception as e:  # noqa: BLE001  a precision the device cannot run is a finding, not a crash
-            log(f"{side} {precision}: cannot be built: {err_text(e)}")
-    return out
 
 
 def batch_of(items: list, device, junk: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,44 +226,60 @@ def nemo_per_item(impl: Impl, audio, lens) -> dict:
     return out
 
 
+def parity_rows(models, name: str, items: list, impls: tuple, device) -> list:
+    """One input's comparisons: a single item against NeMo (gated) and each side against itself on the CPU
+    (context); a ragged batch in both batch modes (gated)."""
+    ours_d, nemo_d, ours_c, nemo_c = impls
+    dev, cpu = device.type, torch.device("cpu")
+    audio, lens = batch_of(items, device, junk=len(items) > 1)
+    if len(items) > 1:
+        # default mode: item i gets NeMo's encode of that item alone, junk past its length ignored;
+        # nemo_batch_compat: NeMo's own batched call on the same tensor, junk included
+        ref, nb = nemo_per_item(nemo_d, audio, lens), run_side(nemo_d, audio, lens)
+        return [compare_sides(models, name, f"ours-{dev} vs NeMo-{dev} per item (batch-invariant)", run_side(ours_d, audio, lens, ref), ref, True),
+                compare_sides(models, name, f"ours-{dev} vs NeMo-{dev} batched (nemo_batch_compat)",
+                              run_side(ours_d, audio, lens, nb, compat=True), nb, True)]
+    nd = run_side(nemo_d, audio, lens)
+    od = run_side(ours_d, audio, lens, nd)
+    rows = [compare_sides(models, name, f"ours-{dev} vs NeMo-{dev}", od, nd, gate=True)]
+    od["audio"] = ours_d.decode(od["tokens"], od["tokens_len"])  # context: the CPU decodes the device's tokens
+    rows.append(compare_sides(models, name, f"ours-{dev} vs ours-cpu", od, run_side(ours_c, audio.cpu(), lens.cpu(), od), gate=False))
+    rows.append(compare_sides(models, name, f"NeMo-{dev} vs NeMo-cpu", nd, run_side(nemo_c, audio.cpu(), lens.cpu(), nd), gate=False))
+    return rows
+
+
 def step_parity(models, profile: Profile, device, res: dict, write) -> None:
-    cpu, dev, rows = torch.device("cpu"), device.type, res["parity"]["rows"]
-    ours_d, nemo_d, ours_c, nemo_c = (make_impl(models, s, "fp32", d) for d in (device, cpu) for s in ("ours", "nemo"))
+    impls = tuple(make_impl(models, s, "fp32", d) for d in (device, torch.device("cpu")) for s in ("ours", "nemo"))
     inputs = [(f"speech_{s:g}s", [speech(round(s * SR), offset_s=3.1 * i)]) for i, s in enumerate(profile.parity_seconds)]
     ragged = [speech(round(s * SR), offset_s=1.7 * i + 0.4, gain=0.9 - 0.1 * i) for i, s in enumerate(profile.ragged_seconds)]
     for name, items in inputs + [("ragged_" + "_".join(str(len(x)) for x in ragged), ragged)]:
         t0 = time.monotonic()
-        audio, lens = batch_of(items, device, junk=len(items) > 1)
-        if len(items) == 1:
-            nd = run_side(nemo_d, audio, lens)
-            od = run_side(ours_d, audio, lens, nd)
-            rows.append(compare_sides(models, name, f"ours-{dev} vs NeMo-{dev}", od, nd, gate=True))
-            # context: each side against itself on the CPU (the CPU decodes the device's tokens)
-            od["audio"] = ours_d.decode(od["tokens"], od["tokens_len"])
-            rows.append(compare_sides(models, name, f"ours-{dev} vs ours-cpu", od, run_side(ours_c, audio.cpu(), lens.cpu(), od), gate=False))
-            rows.append(compare_sides(models, name, f"NeMo-{dev} vs NeMo-cpu", nd, run_side(nemo_c, audio.cpu(), lens.cpu(), nd), gate=False))
-        else:
-            # default mode: item i gets NeMo's encode of that item alone, junk past its length ignored
-            ref = nemo_per_item(nemo_d, audio, lens)
-            rows.append(compare_sides(models, name, f"ours-{dev} vs NeMo-{dev} per item (batch-invariant)",
-                                      run_side(ours_d, audio, lens, ref), ref, gate=True))
-            # nemo_batch_compat: NeMo's own batched call on the same tensor, junk included
-            nb = run_side(nemo_d, audio, lens)
-            rows.append(compare_sides(models, name, f"ours-{dev} vs NeMo-{dev} batched (nemo_batch_compat)",
-                                      run_side(ours_d, audio, lens, nb, compat=True), nb, gate=True))
+        rows = parity_rows(models, name, items, impls, device)
+        res["parity"]["rows"] += rows
         log(f"parity {name}: " + "; ".join(f"{r['kind']}: {'PASS' if r['ok'] else 'FAIL'} tokens {r['tokens']['matched']}/"
-                                           f"{r['tokens']['tokens']} audio {r['audio_max_abs_error']:.1e}"
-                                           for r in rows if r["input"] == name) + f" ({time.monotonic() - t0:.1f} s)")
-    gated = [r for r in rows if r["gate"]]
+                                           f"{r['tokens']['tokens']} audio {r['audio_max_abs_error']:.1e}" for r in rows)
+            + f" ({time.monotonic() - t0:.1f} s)")
+    gated = [r for r in res["parity"]["rows"] if r["gate"]]
     res["parity"]["pass"] = bool(gated) and all(r["ok"] for r in gated)
 
 
 HALF_VARIANTS = [("ours", "bf16"), ("ours", "fp16"), ("ours", "tf32"), ("nemo", "bf16-autocast"), ("nemo", "bf16-cast"), ("nemo", "tf32")]
 
 
+def half_row(impl: Impl, name: str, audio, lens, ref: dict) -> dict:
+    try:
+        out = run_side(impl, audio, lens, ref)
+        return {"impl": impl.label, "input": name, "token_match": float((np32(out["tokens"]) == np32(ref["tokens"])).mean()),
+                "latent_rel_error": compare.latent_rel_error(np32(out["latents"]), np32(ref["latents"])),
+                "decode_snr_db": compare.snr_db(wave(out["audio"]), wave(ref["audio"])),
+                "decode_max_abs_error": compare.max_abs_error(wave(out["audio"]), wave(ref["audio"]))}
+    except Exception as e:  # noqa: BLE001  a precision the device cannot run is a finding, not a crash
+        return {"impl": impl.label, "input": name, "error": err_text(e)}
+
+
 def step_half(models, profile: Profile, device, res: dict, write) -> None:
     """Each variant against NeMo float32 (TF32 off): token agreement, latents, and the decode of NeMo's tokens."""
-    nemo32 = make_impl(models, "nemo", "fp32", device)
+    nemo32, rows = make_impl(models, "nemo", "fp32", device), res["half"]["rows"]
     refs = [(f"speech_{s:g}s", *batch_of([speech(round(s * SR), offset_s=5.3 * i)], device, junk=False))
             for i, s in enumerate(profile.half_seconds)]
     refs = [(name, audio, lens, run_side(nemo32, audio, lens)) for name, audio, lens in refs]
@@ -282,20 +287,11 @@ def step_half(models, profile: Profile, device, res: dict, write) -> None:
         try:
             impl = make_impl(models, side, precision, device)
         except Exception as e:  # noqa: BLE001  a precision the device cannot run is a finding, not a crash
-            res["half"]["rows"].append({"impl": f"{side} {precision}", "error": err_text(e)})
+            rows.append({"impl": f"{side} {precision}", "error": err_text(e)})
             continue
-        for name, audio, lens, ref in refs:
-            try:
-                out = run_side(impl, audio, lens, ref)
-                row = {"impl": impl.label, "input": name, "token_match": float((np32(out["tokens"]) == np32(ref["tokens"])).mean()),
-                       "latent_rel_error": compare.latent_rel_error(np32(out["latents"]), np32(ref["latents"])),
-                       "decode_snr_db": compare.snr_db(wave(out["audio"]), wave(ref["audio"])),
-                       "decode_max_abs_error": compare.max_abs_error(wave(out["audio"]), wave(ref["audio"]))}
-            except Exception as e:  # noqa: BLE001
-                row = {"impl": impl.label, "input": name, "error": err_text(e)}
-            res["half"]["rows"].append(row)
+        rows += [half_row(impl, *ref) for ref in refs]
         log(f"half {impl.label}: " + ", ".join(f"{r['input']} tokens {100 * r['token_match']:.1f}% SNR {r['decode_snr_db']:.1f} dB"
-                                               for r in res["half"]["rows"] if r["impl"] == impl.label and "token_match" in r))
+                                               for r in rows if r["impl"] == impl.label and "token_match" in r))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,21 +330,20 @@ def peak_bytes(impl: Impl, audio, lens) -> tuple[int | None, float]:
 RATE: dict = {}  # (label, batched) -> ms per audio-second of the latest case of that kind (batching changes it)
 
 
-def bench_case(case: Case, impls: list, device, profile: Profile, step: str, extra_warmup: int = 0) -> dict:
+def bench_case(case: Case, impls: list, device, profile: Profile) -> dict:
     """Peak memory (the first call, also the first warm-up), one more warm-up, then interleaved rounds in
-    rotating order; medians. A case starts only if its predicted cost fits what is left of its step's share."""
+    rotating order; medians. A case starts only if its predicted cost fits what is left of the grid's share."""
     known = [RATE.get((i.label, case.batch > 1), RATE.get((i.label, case.batch == 1))) for i in impls]
     rate = statistics.fmean([r for r in known if r is not None] or [50.0])  # nothing known yet: 20x real time
-    if (4 + extra_warmup) * len(impls) * rate * case.audio_seconds / 1000.0 > left(step):
-        return {"case": case.key, "skipped": f"budget: {left(step):.0f} s left for {step}"}
+    if 4 * len(impls) * rate * case.audio_seconds / 1000.0 > left("grid"):
+        return {"case": case.key, "skipped": f"budget: {left('grid'):.0f} s left for grid"}
     audio, lens = case_input(case, device)
     out = {"case": case.key, "seconds": case.duration, "batch": case.batch, "audio_seconds": case.audio_seconds, "impls": {}}
     live, warm_ms = [], {}
     for impl in impls:
         try:
             peak, first = peak_bytes(impl, audio, lens)
-            for _ in range(1 + extra_warmup):
-                warm_ms[impl.label] = run_once(impl, audio, lens)[2]
+            warm_ms[impl.label] = run_once(impl, audio, lens)[2]
             RATE[(impl.label, case.batch > 1)] = warm_ms[impl.label] / case.audio_seconds
             out["impls"][impl.label] = {"peak_bytes": peak, "weights_bytes": impl.weights_bytes, "first_call_ms": first,
                                         "encode": [], "decode": [], "roundtrip": []}
@@ -358,7 +353,7 @@ def bench_case(case: Case, impls: list, device, profile: Profile, step: str, ext
             free(device)
     round_s = max(sum(warm_ms[i.label] for i in live) / 1000.0, 1e-4)
     reps = int(min(profile.max_reps, max(3, profile.case_target_s * len(live) / round_s)))
-    for r in range(max(2, min(reps, int(left(step) / round_s))) if live else 0):
+    for r in range(max(2, min(reps, int(left("grid") / round_s))) if live else 0):
         for k in range(len(live)):
             impl = live[(k + r) % len(live)]
             for op, t in zip(("encode", "decode", "roundtrip"), run_once(impl, audio, lens)):
@@ -374,47 +369,24 @@ def bench_case(case: Case, impls: list, device, profile: Profile, step: str, ext
 
 
 GRID_IMPLS = [("ours", "fp32"), ("nemo", "fp32"), ("ours", "bf16"), ("nemo", "bf16-autocast"), ("ours", "fp32-chunk1s")]
-# in pairs (ours, NeMo), the most telling first, so that a budget cut falls on the least telling
-SWEEP_IMPLS = [("ours", "bf16"), ("nemo", "bf16-autocast"), ("ours", "fp32"), ("nemo", "fp32"), ("ours", "fp16"),
-               ("nemo", "bf16-cast"), ("ours", "tf32"), ("nemo", "tf32")]
 
 
 def step_grid(models, profile, device, res, write) -> None:
-    impls = impls_for(models, GRID_IMPLS, device)
+    impls = []
+    for side, precision in GRID_IMPLS:
+        try:
+            impls.append(make_impl(models, side, precision, device))
+        except Exception as e:  # noqa: BLE001  a precision the device cannot run is a finding, not a crash
+            log(f"{side} {precision}: cannot be built: {err_text(e)}")
     res["grid"]["impls"] = [i.label for i in impls]
     for case in profile.grid:
-        res["grid"]["cases"].append(c := bench_case(case, impls, device, profile, "grid"))
+        res["grid"]["cases"].append(c := bench_case(case, impls, device, profile))
         log("grid " + report.case_line(c))
         write()
 
 
-def step_sweep(models, profile, device, res, write) -> None:
-    """Round trip at growing batch per precision pair: each side's best throughput."""
-    res["sweep"]["seconds"] = profile.sweep_seconds
-    for k in range(0, len(SWEEP_IMPLS), 2):
-        impls = impls_for(models, SWEEP_IMPLS[k:k + 2], device)
-        for b in profile.sweep_batches:
-            c = bench_case(Case(profile.sweep_seconds, b), impls, device, profile, "sweep")
-            res["sweep"]["cases"].append({**c, "impl_group": [i.label for i in impls]})
-            log("sweep " + report.case_line(c))
-            write()
-            if "skipped" in c:
-                break
-
-
-def step_cudnn_benchmark(models, profile, device, res, write) -> None:
-    """The same cases with cudnn.benchmark off, then on (autotuned algorithms; an extra warm-up pays the tuning)."""
-    impls = impls_for(models, GRID_IMPLS[:4], device)
-    for case in (profile.memory_cases[0], profile.memory_cases[-1]):
-        for on in (False, True):
-            with precision_scope(device, cudnn_benchmark=on):
-                c = bench_case(case, impls, device, profile, "cudnn_benchmark", extra_warmup=int(on))
-            res["cudnn_benchmark"]["cases"].append({**c, "cudnn_benchmark": on})
-            log(f"cudnn.benchmark={on} " + report.case_line(c))
-            write()
-
-
-def _times(fn, reps: int, device) -> list:
+def times_ms(fn, reps: int, device) -> list:
+    """`reps` calls of fn, each between two synchronizations, ms."""
     out = []
     for _ in range(reps):
         sync(device)
@@ -441,6 +413,23 @@ def capture(body, device) -> tuple:
     return g, out
 
 
+def budgeted(step: str, need_s: float, cases: list, measure, record: dict, device, write) -> None:
+    """measure(case) for each case while `step`'s share of the budget leaves need_s; a skipped or failing case is
+    recorded as such (a capture failure is a finding for the library), the reports rewritten after each."""
+    for key, case in cases:
+        if left(step) < need_s:
+            record["cases"].append({**key, "skipped": f"budget: {left(step):.0f} s left"})
+            continue
+        try:
+            r = measure(case)
+        except Exception as e:  # noqa: BLE001
+            r = {**key, "error": err_text(e), "traceback": traceback.format_exc()[-2500:]}
+            log(f"{step} {key}: {err_text(e)}")
+        record["cases"].append(r)
+        free(device)
+        write()
+
+
 def graph_case(model, case: Case, device, reps: int) -> dict:
     """Our encode and decode captured as CUDA graphs at a fixed shape (whole frames, full lengths: the host-side
     validation and length logic of encode()/decode() stays outside), against the eager calls for equality and time."""
@@ -459,10 +448,13 @@ def graph_case(model, case: Case, device, reps: int) -> dict:
             sync(device)
             check = ({"token_match_vs_eager": float((static_out == tokens).float().mean())} if name == "encode"
                      else {"max_abs_error_vs_eager": compare.max_abs_error(wave(static_out), wave(eager_audio))})
-            graph_ms, eager_ms = _times(g.replay, reps, device), _times(eager, reps, device)
+            graph_ms, eager_ms = times_ms(g.replay, reps, device), times_ms(eager, reps, device)
             result[name] = {**check, "graph_ms": stats(graph_ms), "eager_ms": stats(eager_ms),
                             "speedup": statistics.median(eager_ms) / statistics.median(graph_ms)}
             del g, static_out
+    log(f"graphs {case.key} {result['dtype']}: encode {result['encode']['graph_ms']['median']:.2f} ms (eager "
+        f"{result['encode']['eager_ms']['median']:.2f}), decode {result['decode']['graph_ms']['median']:.2f} ms "
+        f"(eager {result['decode']['eager_ms']['median']:.2f})")
     return result
 
 
@@ -470,22 +462,10 @@ def step_graphs(models, profile, device, res, write) -> None:
     if device.type != "cuda":
         res["graphs"]["skipped"] = "CUDA graphs need a CUDA device"
         return
-    for dtype in (torch.float32, torch.bfloat16):
-        for case in (profile.memory_cases[0], profile.memory_cases[-1]):
-            if left("graphs") < 15:
-                res["graphs"]["cases"].append({"case": case.key, "skipped": "budget"})
-                continue
-            try:
-                r = graph_case(models.ours(device, dtype), case, device, reps=10 if case.batch == 1 else 4)
-                log(f"graphs {case.key} {r['dtype']}: encode {r['encode']['graph_ms']['median']:.2f} ms (eager "
-                    f"{r['encode']['eager_ms']['median']:.2f}), decode {r['decode']['graph_ms']['median']:.2f} ms "
-                    f"(eager {r['decode']['eager_ms']['median']:.2f})")
-            except Exception as e:  # noqa: BLE001  a capture failure is a finding for the library
-                r = {"case": case.key, "dtype": str(dtype), "error": err_text(e), "traceback": traceback.format_exc()[-2500:]}
-                log(f"graphs {case.key}: {err_text(e)}")
-            res["graphs"]["cases"].append(r)
-            free(device)
-            write()
+    cases = [({"case": c.key, "dtype": str(d)}, (d, c)) for d in (torch.float32, torch.bfloat16)
+             for c in (profile.memory_cases[0], profile.memory_cases[-1])]
+    budgeted("graphs", 15, cases, lambda dc: graph_case(models.ours(device, dc[0]), dc[1], device, reps=10 if dc[1].batch == 1 else 4),
+             res["graphs"], device, write)
 
 
 def stream_case(model, n: int, profile: Profile, device) -> dict:
@@ -500,7 +480,7 @@ def stream_case(model, n: int, profile: Profile, device) -> dict:
         dec = model.stream_decoder(batch_size=n)
         ref = [dec.step(t) for t in seq]  # the warm-up
         tokens, state = seq[0].clone(), model.decoder.init_state(n)
-        times = {"slots API": _times(lambda: dec.step(tokens), reps, device)}
+        times = {"slots API": times_ms(lambda: dec.step(tokens), reps, device)}
 
         def body():
             audio, new = model.decoder.step(model.quantizer.decode(tokens).to(model.dtype), state)
@@ -523,79 +503,18 @@ def stream_case(model, n: int, profile: Profile, device) -> dict:
                 tokens.copy_(t)
                 errs.append(compare.max_abs_error(wave(fn()), wave(r)))
             out.setdefault("max_abs_error_vs_api", {})[name] = max(errs)
-            times[name] = _times(fn, reps, device)
+            times[name] = times_ms(fn, reps, device)
     for name, t in times.items():
         out[name] = {**stats(t), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+    log(f"stream {n} slots: " + ", ".join(f"{k} p50 {out[k]['p50']:.2f} p99 {out[k]['p99']:.2f} ms" for k in report.STREAM_PATHS if k in out))
     return out
 
 
 def step_stream(models, profile, device, res, write) -> None:
     model = models.ours(device, torch.float32)
     res["stream"]["frame_ms"] = 1000.0 * model.samples_per_frame / model.sample_rate
-    for n in profile.stream_slots:
-        if left("stream") < (2 if profile.name == "tiny" else 10):
-            res["stream"]["cases"].append({"slots": n, "skipped": f"budget: {left('stream'):.0f} s left"})
-            continue
-        res["stream"]["cases"].append(r := stream_case(model, n, profile, device))
-        log(f"stream {n} slots: " + ", ".join(f"{k} p50 {r[k]['p50']:.2f} p99 {r[k]['p99']:.2f} ms"
-                                              for k in ("slots API", "functional step", "CUDA graph") if k in r))
-        free(device)
-        write()
-
-
-def compile_case(model, case: Case, device, mode: str, reps: int) -> dict:
-    """torch.compile of our encoder and decoder modules (the parts that compute), at one fixed shape."""
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    audio, lens = case_input(case, device)
-    out = {"case": case.key, "mode": mode, "dtype": str(model.dtype).replace("torch.", "")}
-    enc_eager, dec_eager = model.encoder, model.decoder
-    impl = Impl(f"ours compiled ({mode})", "ours", model, 0)
-    with torch.inference_mode():
-        tokens, tlen = model.encode(audio, lens)
-        ref_audio = model.decode(tokens, tlen).audio
-        try:
-            model.encoder, model.decoder = torch.compile(enc_eager, mode=mode), torch.compile(dec_eager, mode=mode)
-            t0 = time.monotonic()
-            ctok, _ = model.encode(audio, lens)
-            caudio = model.decode(tokens, tlen).audio
-            sync(device)
-            out.update(compile_and_first_call_s=time.monotonic() - t0, token_match_vs_eager=float((ctok == tokens).float().mean()),
-                       audio_max_abs_error_vs_eager=compare.max_abs_error(wave(caudio), wave(ref_audio)))
-            for _ in range(2):
-                model.decode(model.encode(audio, lens)[0], tlen)
-            times = [run_once(impl, audio, lens) for _ in range(reps)]
-            out.update({op: stats([t[k] for t in times]) for k, op in enumerate(("encode", "decode", "roundtrip"))})
-        finally:
-            model.encoder, model.decoder = enc_eager, dec_eager
-    return out
-
-
-def step_compile(models, profile, device, res, write) -> None:
-    if not COMPILE:
-        res["compile"]["skipped"] = "off (--compile off, or auto on a CPU)"
-        return
-    need = 25.0 if profile.name == "tiny" else 100.0  # a compile of the full-size model takes about a minute
-    for mode in ["default"] + (["reduce-overhead"] if device.type == "cuda" else []):
-        case = profile.memory_cases[0]
-        if left("compile") < need:
-            res["compile"]["cases"].append({"case": case.key, "mode": mode, "skipped": f"budget: {left('compile'):.0f} s left"})
-            continue
-        # on record before it starts: a compile the time limit kills still shows in the reports
-        res["compile"]["cases"].append({"case": case.key, "mode": mode, "skipped": f"started at +{elapsed():.0f} s, did "
-                                        "not finish before the run ended"})
-        write()
-        try:
-            r = compile_case(models.ours(device, torch.float32), case, device, mode, reps=5 if profile.name == "full" else 2)
-            log(f"compile {mode} {case.key}: first call {r['compile_and_first_call_s']:.1f} s, round trip "
-                f"{r['roundtrip']['median']:.2f} ms, tokens {100 * r['token_match_vs_eager']:.1f}% of eager")
-        except Exception as e:  # noqa: BLE001
-            r = {"case": case.key, "mode": mode, "error": err_text(e), "traceback": traceback.format_exc()[-2500:]}
-            log(f"compile {mode}: {err_text(e)}")
-        res["compile"]["cases"][-1] = r
-        free(device)
-        write()
+    budgeted("stream", 2 if profile.name == "tiny" else 10, [({"slots": n}, n) for n in profile.stream_slots],
+             lambda n: stream_case(model, n, profile, device), res["stream"], device, write)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -609,71 +528,107 @@ def grid_figure(res: dict, key: str, label: str, what: str):
     return r["roundtrip"]["median"] if what == "ms" else (None if r["peak_bytes"] is None else r["peak_bytes"] + r["weights_bytes"])
 
 
-def step_targets(profile, res: dict) -> None:
-    t = []
+def throughput_targets(res: dict) -> list:
     ours, nemo = report.best(res, "ours"), report.best(res, "nemo")  # (label, case, x real time, TFLOP/s)
-    if ours and nemo:
-        ratio = ours[2] / nemo[2]
-        t += [{"target": f"throughput >= {TARGETS['throughput_vs_nemo_best']:g}x NeMo's best on the same card",
-               "figure": f"ours {ours[2]:.0f}x RT ({ours[0]}, {ours[1]}) vs NeMo {nemo[2]:.0f}x RT ({nemo[0]}, {nemo[1]}): {ratio:.2f}x",
-               "met": ratio >= TARGETS["throughput_vs_nemo_best"]},
-              {"target": f"throughput >= {TARGETS['throughput_rt']:g}x real time", "figure": f"{ours[2]:.0f}x RT",
-               "met": ours[2] >= TARGETS["throughput_rt"]}]
-    key5, key16 = (Case(5, 1).key, Case(5, 16).key) if profile.name == "full" else (profile.memory_cases[0].key, profile.memory_cases[-1].key)
+    if not (ours and nemo):
+        return []
+    ratio = ours[2] / nemo[2]
+    return [{"target": f"throughput >= {TARGETS['throughput_vs_nemo_best']:g}x NeMo's best on the same card",
+             "figure": f"ours {ours[2]:.0f}x RT ({ours[0]}, {ours[1]}) vs NeMo {nemo[2]:.0f}x RT ({nemo[0]}, {nemo[1]}): {ratio:.2f}x",
+             "met": ratio >= TARGETS["throughput_vs_nemo_best"]},
+            {"target": f"throughput >= {TARGETS['throughput_rt']:g}x real time", "figure": f"{ours[2]:.0f}x RT",
+             "met": ours[2] >= TARGETS["throughput_rt"]}]
+
+
+def latency_target(res: dict, key5: str) -> list:
     lat32, lat16, nemo32 = (grid_figure(res, key5, lb, "ms") for lb in ("ours fp32", "ours bf16", "NeMo fp32"))
-    if lat32 is not None:
-        graphed = {c["dtype"]: c["encode"]["graph_ms"]["median"] + c["decode"]["graph_ms"]["median"]
-                   for c in res["graphs"]["cases"] if c.get("case") == key5 and "encode" in c}
-        figure = (f"fp32 {lat32:.1f} ms" + (f", bf16 {lat16:.1f} ms" if lat16 is not None else "")
-                  + "".join(f", {d} as CUDA graphs {v:.1f} ms" for d, v in graphed.items())
-                  + (f" (NeMo fp32 {nemo32:.1f} ms)" if nemo32 is not None else ""))
-        goal = TARGETS["latency_1x5s_ms"]
-        met = True if lat32 <= goal else "bf16 only" if lat16 is not None and lat16 <= goal else (
-            "as CUDA graphs only" if any(v <= goal for v in graphed.values()) else False)
-        t.append({"target": f"batch 1 x 5 s round trip <= {goal:g} ms ({key5})", "figure": figure, "met": met})
-    if (mem := grid_figure(res, key16, "ours fp32", "peak")) is not None:
-        nemo_mem, chunked, goal = grid_figure(res, key16, "NeMo fp32", "peak"), grid_figure(res, key16, "ours fp32-chunk1s", "peak"), TARGETS["peak_16x5s_gb"] * 1e9
-        t.append({"target": f"peak memory at batch 16 x 5 s <= {TARGETS['peak_16x5s_gb']:g} GB ({key16}, fp32, incl. weights)",
-                  "figure": f"{mem / 1e9:.2f} GB" + (f", in 1 s chunks {chunked / 1e9:.2f} GB" if chunked else "")
-                            + (f" (NeMo {nemo_mem / 1e9:.2f} GB)" if nemo_mem else ""),
-                  "met": True if mem <= goal else ("in 1 s chunks only" if chunked and chunked <= goal else False)})
-    res["targets"] = t
+    if lat32 is None:
+        return []
+    graphed = {c["dtype"]: c["encode"]["graph_ms"]["median"] + c["decode"]["graph_ms"]["median"]
+               for c in res["graphs"]["cases"] if c.get("case") == key5 and "encode" in c}
+    figure = (f"fp32 {lat32:.1f} ms" + (f", bf16 {lat16:.1f} ms" if lat16 is not None else "")
+              + "".join(f", {d} as CUDA graphs {v:.1f} ms" for d, v in graphed.items())
+              + (f" (NeMo fp32 {nemo32:.1f} ms)" if nemo32 is not None else ""))
+    goal = TARGETS["latency_1x5s_ms"]
+    met = True if lat32 <= goal else "bf16 only" if lat16 is not None and lat16 <= goal else (
+        "as CUDA graphs only" if any(v <= goal for v in graphed.values()) else False)
+    return [{"target": f"batch 1 x 5 s round trip <= {goal:g} ms ({key5})", "figure": figure, "met": met}]
 
 
-STEPS = {"parity": step_parity, "half": step_half, "grid": step_grid, "sweep": step_sweep, "graphs": step_graphs,
-         "stream": step_stream, "cudnn_benchmark": step_cudnn_benchmark, "compile": step_compile}  # in --steps' default order
+def memory_target(res: dict, key16: str) -> list:
+    if (mem := grid_figure(res, key16, "ours fp32", "peak")) is None:
+        return []
+    nemo_mem, chunked = grid_figure(res, key16, "NeMo fp32", "peak"), grid_figure(res, key16, "ours fp32-chunk1s", "peak")
+    goal = TARGETS["peak_16x5s_gb"] * 1e9
+    return [{"target": f"peak memory at batch 16 x 5 s <= {TARGETS['peak_16x5s_gb']:g} GB ({key16}, fp32, incl. weights)",
+             "figure": f"{mem / 1e9:.2f} GB" + (f", in 1 s chunks {chunked / 1e9:.2f} GB" if chunked else "")
+                       + (f" (NeMo {nemo_mem / 1e9:.2f} GB)" if nemo_mem else ""),
+             "met": True if mem <= goal else ("in 1 s chunks only" if chunked and chunked <= goal else False)}]
 
 
-def main(argv=None) -> int:
-    global BUDGET, T0, COMPILE
+def step_targets(profile, res: dict) -> None:
+    key5, key16 = (Case(5, 1).key, Case(5, 16).key) if profile.name == "full" else (profile.memory_cases[0].key, profile.memory_cases[-1].key)
+    res["targets"] = throughput_targets(res) + latency_target(res, key5) + memory_target(res, key16)
+
+
+STEPS = {"parity": step_parity, "half": step_half, "grid": step_grid, "graphs": step_graphs, "stream": step_stream}  # --steps' order
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for the reports")
     ap.add_argument("--budget-s", type=float, default=330.0, help="wall-clock budget for the whole run (default 330)")
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     ap.add_argument("--tiny", action="store_true", help="reduced-width fixture model and short inputs (tests the script)")
     ap.add_argument("--nemo", help="nemo-toolkit wheel or nemo package folder (default: .devicecarry/, the oracle venv)")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile step (auto: CUDA only)")
-    ap.add_argument("--tag", default="", help="appended to the report names (a second, partial run: --steps graphs,compile --tag extra)")
+    ap.add_argument("--tag", default="", help="appended to the report names (a second, partial run: --steps graphs,stream --tag extra)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's on CUDA; 1 with --device cpu, since a "
                     "shared machine's busy cores stall multi-threaded ops and the tiny model gains nothing from more)")
     ap.add_argument("--steps", default=",".join(STEPS), help="comma list (default all)")
     args = ap.parse_args(argv)
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if unknown := sorted(set(args.steps) - set(STEPS)):
+        ap.error(f"--steps: unknown {unknown}; known: {', '.join(STEPS)}")
+    return args
+
+
+def model_record(models, t0: float) -> dict:
+    return {"name": models.name, "seed": models.seed, "nemo_state_sha256": models.weights_sha256,
+            "nemo_source": models.mods.source, "nemo_version": models.mods.version, "einops": models.mods.einops,
+            "params": models.ours(torch.device("cpu")).num_parameters(), "notes": models.notes, "build_s": round(time.monotonic() - t0, 1)}
+
+
+def run_steps(models, steps: list, profile: Profile, device, res: dict, write) -> None:
+    for name in steps:
+        t0 = time.monotonic()
+        log(f"--- {name} ({left():.0f} s of budget left)")
+        try:
+            STEPS[name](models, profile, device, res, write)
+            res["steps"][name] = {"s": round(time.monotonic() - t0, 1)}
+        except Exception as e:  # noqa: BLE001  one step's failure must not cost the others
+            res["steps"][name] = {"s": round(time.monotonic() - t0, 1), "error": err_text(e)}
+            res["errors"].append({"step": name, "error": err_text(e), "traceback": traceback.format_exc()[-4000:]})
+            log(f"{name} failed: {err_text(e)}")
+            free(device)
+        step_targets(profile, res)
+        write()
+
+
+def main(argv=None) -> int:
+    global BUDGET, T0
+    args = parse_args(argv)
     T0, BUDGET, device = time.monotonic(), args.budget_s, torch.device(args.device)
-    COMPILE = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device available (use --device cpu --tiny to test the script)", file=sys.stderr)
         return 2
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    if unknown := sorted(set(steps) - set(STEPS)):
-        ap.error(f"--steps: unknown {unknown}; known: {', '.join(STEPS)}")
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     profile, info, out = TINY if args.tiny else FULL, machine_info(device), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = info["slug"] + ("-tiny" if args.tiny else "") + (f"-{args.tag}" if args.tag else "")
     res = {"format": 1, "profile": profile.name, "budget_s": args.budget_s, "machine": info, "model": {}, "parity": {"rows": []},
-           "half": {"rows": []}, "grid": {"impls": [], "cases": []}, "sweep": {"cases": []}, "cudnn_benchmark": {"cases": []},
-           "graphs": {"cases": []}, "stream": {"cases": []}, "compile": {"cases": []}, "targets": [], "steps": {}, "errors": []}
+           "half": {"rows": []}, "grid": {"impls": [], "cases": []}, "graphs": {"cases": []}, "stream": {"cases": []},
+           "targets": [], "steps": {}, "errors": []}
 
     def write():
         res["elapsed_s"] = round(elapsed(), 1)
@@ -681,11 +636,10 @@ def main(argv=None) -> int:
 
     log(f"{info['card']} | torch {info['torch']} CUDA {info['cuda']} cuDNN {info['cudnn']} | python {info['python']} | "
         f"profile {profile.name}, budget {args.budget_s:.0f} s -> {out}/*-cuda-{stem}.*")
-    # contracts §5/§10: CUDA float32 parity is defined with TF32 off; the tf32 variants and the cudnn.benchmark
-    # step open their own scopes inside this one
+    # contracts §5/§10: CUDA float32 parity is defined with TF32 off; the tf32 variants open their own scopes inside
     with tempfile.TemporaryDirectory(prefix="nanocodec-cuda-") as work, precision_scope(device, allow_tf32=False, cudnn_benchmark=False) as policy:
         res["settings"] = {"precision": policy.record(), "tf32": "off except the tf32 variants (nanocodec.precision)",
-                           "cudnn_benchmark": "off (torch's default) except in the cudnn.benchmark step",
+                           "cudnn_benchmark": "off (torch's default)",
                            "timing": "device events (CUDA) / perf_counter (CPU), round trip = encode + decode back to back"}
         t0 = time.monotonic()
         try:
@@ -695,25 +649,10 @@ def main(argv=None) -> int:
             write()
             log(f"setup failed: {err_text(e)}")
             return 1
-        res["model"] = {"name": models.name, "seed": models.seed, "nemo_state_sha256": models.weights_sha256,
-                        "nemo_source": models.mods.source, "nemo_version": models.mods.version, "einops": models.mods.einops,
-                        "params": models.ours(torch.device("cpu")).num_parameters(), "notes": models.notes,
-                        "build_s": round(time.monotonic() - t0, 1)}
+        res["model"] = model_record(models, t0)
         log(f"models built in {time.monotonic() - t0:.1f} s; weights sha256 {models.weights_sha256[:16]}")
         write()
-        for name in steps:
-            t0 = time.monotonic()
-            log(f"--- {name} ({left():.0f} s of budget left)")
-            try:
-                STEPS[name](models, profile, device, res, write)
-                res["steps"][name] = {"s": round(time.monotonic() - t0, 1)}
-            except Exception as e:  # noqa: BLE001  one step's failure must not cost the others
-                res["steps"][name] = {"s": round(time.monotonic() - t0, 1), "error": err_text(e)}
-                res["errors"].append({"step": name, "error": err_text(e), "traceback": traceback.format_exc()[-4000:]})
-                log(f"{name} failed: {err_text(e)}")
-                free(device)
-            step_targets(profile, res)
-            write()
+        run_steps(models, args.steps, profile, device, res, write)
     print(report.summary(res), flush=True)
     log(f"done in {elapsed():.0f} s; reports in {out}")
     return 0 if res["parity"].get("pass") and not res["errors"] else 1

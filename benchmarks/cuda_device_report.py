@@ -32,7 +32,7 @@ def header(res: dict, title: str) -> list[str]:
              f"{m['numpy']}; {m['cpu_count']} CPUs ({m['torch_threads']} torch threads)"]
     if p := (res.get("settings") or {}).get("precision"):
         lines.append("- precision policy (nanocodec/precision.py, contracts §10): " + ", ".join(f"{k} {v}" for k, v in p.items())
-                     + "; the tf32 variants and the cudnn.benchmark step open their own scopes")
+                     + "; the tf32 variants open their own scopes")
     if model:
         lines += [f"- model: `{model['name']}` built on the machine from seed {model['seed']} by parity/oracle/build_fixtures.py's "
                   f"recipe ({model['params'].get('total', 0) / 1e6:.2f}M parameters, weight norm folded); NeMo state sha256 "
@@ -108,13 +108,12 @@ def case_line(c: dict) -> str:
 
 
 def best(res: dict, side: str):
-    """(label, case, x real time, TFLOP/s) of a side's fastest case over every step that timed both sides
-    (grid, sweep, cudnn.benchmark): NeMo's best is its best in any setting tried."""
+    """(label, case, x real time, TFLOP/s) of a side's fastest grid case: NeMo's best is its best in any precision tried."""
     out = None
-    for c in res["grid"]["cases"] + res["sweep"]["cases"] + res["cudnn_benchmark"]["cases"]:
+    for c in res["grid"]["cases"]:
         for label, r in c.get("impls", {}).items():
             if label.lower().startswith(side) and "x_real_time" in r and (out is None or r["x_real_time"] > out[2]):
-                out = (label + (" + cudnn.benchmark" if c.get("cudnn_benchmark") else ""), c["case"], r["x_real_time"], r.get("tflops"))
+                out = (label, c["case"], r["x_real_time"], r.get("tflops"))
     return out
 
 
@@ -124,7 +123,7 @@ def bench_md(res: dict) -> str:
         "peak-memory measurement (`torch.cuda.max_memory_allocated` above what was allocated before it), one more warm-up "
         "call follows, then rounds interleave the implementations in rotating order; times are device events around encode "
         "and decode (round trip = the two back to back), medians. float32 means TF32 off; cudnn.benchmark off (torch's "
-        "default) except in its own section. Inputs: the committed speech clips tiled, whole frames. × real time = audio "
+        "default). Inputs: the committed speech clips tiled, whole frames. × real time = audio "
         "seconds in the batch / round-trip time. TFLOP/s from issue 7's 62.24 GFLOP per audio-second.", "",
         "## Issue 7's CUDA targets", ""]
     lines += table(["target", "figure", "met"], [[t["target"], t["figure"], {True: "**met**", False: "missed"}.get(t["met"], t["met"])]
@@ -136,14 +135,9 @@ def bench_md(res: dict) -> str:
               "included (MiB):", ""] + table(["case"] + labels, [[k] + [
                   "–" if (r := cases[k]["impls"].get(lb, {})).get("peak_bytes") is None else _mib(r["peak_bytes"] + r["weights_bytes"])
                   for lb in labels] for k in ([k for k in ("5s-b1", "5s-b4", "5s-b16") if k in cases] or list(cases)[:3])])
-    lines += ["", f"## Throughput sweep ({res['sweep'].get('seconds', 5):g} s items, round trip)", "",
-              "Each row pair (ours, NeMo) ran interleaved; the pairs ran one after the other.", ""]
-    lines += table(CASE_HEAD, case_rows(res["sweep"]["cases"]))
     if (ob := best(res, "ours")) and (nb := best(res, "nemo")):
         lines += ["", f"Best throughput: ours **{ob[2]:.0f}× real time** ({ob[0]}, {ob[1]}" + (f", {ob[3]:.1f} TFLOP/s" if ob[3] else "")
                   + f"), NeMo **{nb[2]:.0f}×** ({nb[0]}, {nb[1]}" + (f", {nb[3]:.1f} TFLOP/s" if nb[3] else "") + f"): **{ob[2] / nb[2]:.2f}×**."]
-    lines += ["", "## cudnn.benchmark off vs on", ""] + table(CASE_HEAD, case_rows(
-        res["cudnn_benchmark"]["cases"], lambda c: f" (benchmark {'on' if c.get('cudnn_benchmark') else 'off'})"))
     lines += ["", "## CUDA graphs (ours, fixed shape)", ""]
     if res["graphs"].get("skipped"):
         lines.append(f"Skipped: {res['graphs']['skipped']}.")
@@ -159,7 +153,8 @@ def bench_md(res: dict) -> str:
     stream = res.get("stream", {"cases": []})
     frame, rows = stream.get("frame_ms", 80.0), []
     for c in stream["cases"]:
-        rows += [[c["slots"], f"skipped: {c['skipped']}"]] if "skipped" in c else []
+        if "skipped" in c or "error" in c:
+            rows.append([c["slots"], f"skipped: {c['skipped']}" if "skipped" in c else f"error: {c['error']}"])
         rows += [[c["slots"], p, f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['min']:.2f}–{r['max']:.2f} ({r['n']})",
                   f"{c['slots'] * frame / r['p50']:.1f}", fmt(c.get("max_abs_error_vs_api", {}).get(p), ".1e", "(reference)")]
                  for p in STREAM_PATHS if (r := c.get(p))]
@@ -169,16 +164,6 @@ def bench_md(res: dict) -> str:
               "`decoder.step` on static state tensors (the new state copied into them inside the graph). × real time = "
               f"n × {frame:g} ms of audio / p50. Error: against the slots API's audio of the same steps from a stream's start.",
               ""] + table(["slots", "path", "p50 ms", "p99 ms", "min–max (steps)", "× real time", "max abs error vs slots API"], rows)
-    lines += ["", "## torch.compile (ours: encoder and decoder modules, fixed shape)", ""]
-    if res["compile"].get("skipped"):
-        lines.append(f"Skipped: {res['compile']['skipped']}.")
-    else:
-        lines += table(["mode", "case", "compile + first call s", "encode ms", "decode ms", "round trip ms", "tokens vs eager",
-                        "audio max abs error vs eager"], [
-            [c["mode"], c["case"], c.get("skipped") or "error: " + c.get("error", "")] if "roundtrip" not in c else
-            [c["mode"], c["case"], f"{c['compile_and_first_call_s']:.1f}", f"{c['encode']['median']:.2f}", f"{c['decode']['median']:.2f}",
-             f"{c['roundtrip']['median']:.2f}", f"{100 * c['token_match_vs_eager']:.2f}%", f"{c['audio_max_abs_error_vs_eager']:.1e}"]
-            for c in res["compile"]["cases"]])
     lines += ["", "## Steps", ""] + table(["step", "seconds", "outcome"], [[n, f"{s['s']:.1f}", s.get("error", "ok")]
                                                                           for n, s in res["steps"].items()])
     return "\n".join(lines + _errors(res, None)) + "\n"
