@@ -113,6 +113,11 @@ def loadavg() -> list:
         return []
 
 
+def loadavg_text(la) -> str:
+    """1/5/15-min load averages as the reports print them."""
+    return " / ".join(f"{v:.2f}" for v in la) if la else "n/a"
+
+
 def fmt(x, spec: str = ".2f", none: str = "—") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return none

@@ -3,13 +3,10 @@
     .venv/bin/python benchmarks/harness.py [--quick] [--ours dtype=bfloat16,threads=1 ...] [--threads auto|N]
         [--budget-s S] [--impls ours,nemo,port] [--grid 1x1,5x4] [--max-rounds N] [--out DIR]
 
-Every option is also accepted as --bench-<name> (BENCH_ARGS's spelling). The same weights for all three (the
-seeded full-size 0.6 kbps cache/fixtures-full/nano0p6_full.nemo: converted for ours, its state dict with NeMo's
-key names for nanocodec-torch's own loader, restored by NeMo itself), the same input (speech tiled, whole frames,
-one raw file). One worker process per environment (worker.py) loads its model once and forks a child per case
-that times its own calls and reports its RSS high-water mark; one process computes at a time, rounds interleave
-the implementations in rotating order, medians. Rounds per case are planned from the speeds measured so far
-within a time budget; a case that cannot get one round is skipped and reported. Reports: report.py.
+Every option is also accepted as --bench-<name> (BENCH_ARGS's spelling). Same weights and input for all three;
+one worker process per environment (worker.py) forks a child per case that times its own calls and reports its
+RSS high-water mark; rounds interleave the implementations, medians; rounds per case planned within a time
+budget. How it measures: benchmarks/README.md; reports: report.py.
 """
 from __future__ import annotations
 

@@ -7,12 +7,10 @@ they are from the nemo-toolkit wheel (a zip) or from an installed `nemo` package
     nemo/collections/common/parts/utils.py               (Snake, HalfSnake, ClampActivation, masks)
     nemo/collections/tts/modules/audio_codec_modules.py  (HiFiGANEncoder, GroupFiniteScalarQuantizer, ...)
 
-Their framework imports (typecheck, NeuralModule, neural types, NeMo's logging, the ASR/audio preprocessors and
-transformers, which only classes we never build use) are replaced by small stubs, visible only while the two
-files run: sys.modules is restored afterwards, so a real NeMo in the same interpreter is not disturbed.
-`typecheck` checks argument names and attaches type tags and never changes values, so an identity decorator
-computes exactly what NeMo computes. `NemoCodec` recomposes NeMo's `AudioCodecModel` inference methods line for
-line around those modules, with NeMo's state-dict names (audio_encoder.*, vector_quantizer.*, audio_decoder.*).
+Their framework imports are replaced by small stubs, visible only while the two files run (sys.modules is
+restored, so a real NeMo in the same interpreter is not disturbed); `typecheck` never changes values, so an
+identity decorator computes what NeMo computes. `NemoCodec` recomposes NeMo's `AudioCodecModel` inference
+methods line for line around those modules, with NeMo's state-dict names.
 """
 from __future__ import annotations
 

@@ -2,14 +2,10 @@
 
     .venv/bin/python benchmarks/onnx_bench.py [--rounds 3] [--out reports]
 
-Needs `cache/fixtures-full/nano0p6_full.nemo` (NeMo-built full-size weights and NeMo's recordings:
-`parity/oracle/.venv/bin/python parity/oracle/build_fixtures.py --full --skip-small`, ~1.5 min). Converts
-and exports it once (cached under cache/onnx-bench/, export time reported), then measures, at 1 and 2
-threads, offline encode and decode of 10 s of speech and 1- and 25-frame decoder steps: our torch
-path (the default backend, `chunk_seconds="auto"`) and OnnxCodec in interleaved rounds, so that load
-from other work on a shared machine falls on both alike (ratios, not absolute times). Parity: ONNX
-Runtime against NeMo's recordings (tokens by contracts §5, decoded audio) and against our torch path.
-NeMo's own speed is `make bench`'s (reports/bench-cpu-<cpu>.md), not repeated here. Writes
+Needs `cache/fixtures-full/nano0p6_full.nemo` (`make fixtures FULL=1`). Converts and exports it (export time
+reported), then at 1 and 2 threads times offline encode and decode of 10 s of speech and 1- and 25-frame decoder
+steps, our torch path and OnnxCodec in interleaved rounds (load from other work falls on both alike). Parity:
+ORT against NeMo's recordings (contracts §5) and our torch path. NeMo's own speed is `make bench`'s. Writes
 reports/onnx-<cpu>.md and .json.
 """
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
     python benchmarks/ray_throughput.py [--model FOLDER] [--files 24] [--seconds 5] [--out reports]   (make bench-ray)
 
-Audio-hours tokenized per hour of wall time on one synthetic corpus (clips cut from the committed speech
-fixtures, half of them at 44.1 kHz 16-bit so that the decode stage resamples), all engines with the same shard
-and batch size and 1 torch thread per encoder; every Ray output compared with the local engine's per file, per
-manifest and byte for byte. Model: --model FOLDER, else cache/fixtures-full/nano0p6_full.nemo (`make fixtures
-FULL=1`) converted once into cache/bench-ray/, else the full-size architecture with seeded random weights (speed
-does not depend on weight values). The Ray cluster is local (127.0.0.1, all CPUs, no dashboard), its start-up
-timed apart. Writes <out>/ray-cpu.md. Not a test: timings on a shared machine are noisy.
+Audio-hours tokenized per hour of wall time on one synthetic corpus (speech fixture clips, half at 44.1 kHz so
+that decoding resamples), same shard and batch size and 1 torch thread per encoder for all; every Ray output
+compared with the local engine's, byte for byte. Model: --model FOLDER, else the full-size fixture (`make fixtures
+FULL=1`) converted once, else that architecture with seeded random weights (speed does not depend on them). The
+Ray cluster is local, its start-up timed apart. Writes <out>/ray-cpu.md. Timings on a shared machine are noisy.
 """
 from __future__ import annotations
 
@@ -29,7 +27,9 @@ import soxr
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # parity/ is a repository package
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # parity/ is a repository package; common.py
+
+from common import loadavg, loadavg_text  # noqa: E402
 
 from nanocodec import AudioCodecModel, token_files  # noqa: E402
 from nanocodec.apps import corpus as tk  # noqa: E402
@@ -106,10 +106,6 @@ def compare(out: Path, ref: Path) -> str:
     return f"NO: tokens differ for {len(differ)} file(s) {differ[:3]}; files differing: {bytes_differ}"
 
 
-def loadavg() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="converted model folder (default: the full-size model, see above)")
@@ -134,7 +130,7 @@ def main(argv=None) -> int:
     audio_s = make_corpus(corpus, args.files, args.seconds)
     kw = dict(model_ref=str(folder), shard_size=args.shard_size, batch_size=args.batch_size, progress=False,
               log=lambda m: print(m, file=sys.stderr))
-    load_start, runs, commits = loadavg(), {}, []
+    load_start, runs, commits = loadavg_text(loadavg()), {}, []
     commit_shard = tk.commit_shard
 
     def timed_commit(*a, **k):  # when the first shard is written: both engines' drivers call tk.commit_shard
@@ -192,7 +188,7 @@ def main(argv=None) -> int:
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench-ray` (benchmarks/ray_throughput.py) "
         f"at commit {commit or 'n/a'}.", "",
         f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work ran during "
-        f"the measurement (load average 1/5/15 min {load_start} at the start, {loadavg()} at the end), so wall-time figures are "
+        f"the measurement (load average 1/5/15 min {load_start} at the start, {loadavg_text(loadavg())} at the end), so wall-time figures are "
         "noisy (they move by tens of percent from round to round) and lower than on an idle machine.",
         f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, 1 torch thread "
         "per encoder (and in the local engine).",

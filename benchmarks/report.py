@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import OPS, Case, fmt, stats, table, write_atomic
+from common import OPS, Case, fmt, loadavg_text, stats, table, write_atomic
 
 NAMES = {"nemo": "NeMo 3.0.0", "port": "nanocodec-torch 1.0.0"}
 
@@ -153,8 +153,8 @@ def markdown(data: dict, plots: list, json_name: str) -> str:
          f"raw samples in `{json_name}`.\n",
          f"- **CPU**: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['mem_gib']} GiB RAM, ISA: {', '.join(m['isa'])}; "
          f"kernel {m['kernel']}.",
-         f"- **Load average** (1/5/15 min; the machine is shared with other work): {_la(la['start'])} at the start, "
-         f"{_la(la.get('end'))} at the end. Timings on a loaded 2-core machine are noisy and slower than on an idle one; "
+         f"- **Load average** (1/5/15 min; the machine is shared with other work): {loadavg_text(la['start'])} at the start, "
+         f"{loadavg_text(la.get('end'))} at the end. Timings on a loaded 2-core machine are noisy and slower than on an idle one; "
          "the ratios come from interleaved rounds, so all implementations saw the same conditions.",
          "- **Implementations** (same weights: the seeded full-size 0.6 kbps NeMo checkpoint "
          "`cache/fixtures-full/nano0p6_full.nemo`, 61.8M parameters): " + "; ".join(
@@ -295,10 +295,6 @@ def _agreement_cell(e: dict | None) -> str:
 
 def _ms(x):
     return "—" if x is None else (f"{x * 1000:.0f}" if x >= 0.1 else f"{x * 1000:.1f}")
-
-
-def _la(la):
-    return " / ".join(f"{v:.2f}" for v in la) if la else "n/a"
 
 
 if __name__ == "__main__":

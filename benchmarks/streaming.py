@@ -5,10 +5,9 @@ measured side by side in one run.
 
     python benchmarks/streaming.py [--model FOLDER|FILE.nemo] [--threads 2] [--steps 500] [--out reports]
 
-The model is the full-size 0.6 kbps one: by default `cache/fixtures-full/nano0p6_full.nemo` (seeded
-weights, `make fixtures FULL=1`; NeMo runs on the same file), else the preset with random weights
-(speed does not depend on weight values; no NeMo column then). Writes reports/streaming-<cpu>.md,
-.json and .png. Not a test: timings are noisy; ratios measured in one run much less so.
+The full-size 0.6 kbps model: `cache/fixtures-full/nano0p6_full.nemo` (`make fixtures FULL=1`; NeMo runs on the
+same file), else the preset with random weights (no NeMo column then). Writes reports/streaming-<cpu>.md, .json,
+.png. Timings are noisy; ratios measured in one run much less so.
 """
 from __future__ import annotations
 
@@ -25,7 +24,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # parity/ is a repository package
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # parity/ is a repository package; common.py
+
+from common import table  # noqa: E402
 
 from nanocodec import AudioCodecModel  # noqa: E402
 from nanocodec.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
@@ -61,32 +62,34 @@ def pct(values, q):
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
-def timed(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
+def p50_p99_ms(values, **extra):
+    return {"p50_ms": 1000.0 * pct(values, 50), "p99_ms": 1000.0 * pct(values, 99), **extra}
+
+
+def wall_times(fn, n):
+    """Wall time of each of n calls fn(0) ... fn(n - 1)."""
+    out = []
+    for i in range(n):
         t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        fn(i)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def timed(fn, repeat=5):
+    return statistics.median(wall_times(lambda _: fn(), repeat))
 
 
 def step_latencies(model, tokens, n, steps, slots=1, active=None):
     """Wall time of each `step` of `n` frames on a `slots`-slot decoder (the first 3 steps warm)."""
     dec = model.stream_decoder(batch_size=slots)
     toks = tokens[:, :, : n].expand(slots, -1, -1).contiguous()
-    out = []
-    for i in range(steps + 3):
-        t = time.perf_counter()
-        dec.step(toks, active=active)
-        out.append(time.perf_counter() - t)
-    return out[3:]
+    return wall_times(lambda _: dec.step(toks, active=active), steps + 3)[3:]
 
 
 def first_audio(model, tokens):
     """From opening a stream to its first frame's audio (weights already prepacked: warm)."""
-    def run():
-        model.stream_decoder().step(tokens[:, :, :1])
-    return timed(run, 7)
+    return timed(lambda: model.stream_decoder().step(tokens[:, :, :1]), 7)
 
 
 def warm_up(model, tokens):
@@ -119,14 +122,8 @@ def realtime_streams(model, tokens, streams, steps):
 
 def encoder_steps(model, audio, steps):
     """Streaming encoder fed one frame of audio per step: each step's wall time."""
-    spf = model.samples_per_frame
-    enc = model.stream_encoder()
-    out = []
-    for i in range(steps):
-        t = time.perf_counter()
-        enc.step(audio[:, i * spf : (i + 1) * spf])
-        out.append(time.perf_counter() - t)
-    return out[3:]
+    spf, enc = model.samples_per_frame, model.stream_encoder()
+    return wall_times(lambda i: enc.step(audio[:, i * spf : (i + 1) * spf]), steps)[3:]
 
 
 def nemo_decode_per_frame(nemo_file, tokens, threads, repeat, work):
@@ -148,7 +145,7 @@ def measure(model, nemo_file, threads, steps, work):
     r = {"threads": threads, "warm_up_s": warm_up(model, tokens)}
     ms = 1000.0
     one = step_latencies(model, tokens, 1, steps)
-    r["step1"] = {"p50_ms": ms * pct(one, 50), "p99_ms": ms * pct(one, 99), "steps": len(one)}
+    r["step1"] = p50_p99_ms(one, steps=len(one))
     nemo = nemo_decode_per_frame(nemo_file, tokens, threads, 3, work)
     r["nemo_offline_per_frame_ms"] = None if nemo is None else ms * nemo
     r["ours_offline_per_frame_ms"] = ms * timed(lambda: model.decode(tokens), 3) / OFFLINE_FRAMES
@@ -170,11 +167,9 @@ def measure(model, nemo_file, threads, steps, work):
     half = [i % 2 == 0 for i in range(8)]
     r["slots_8_half_active_ms"] = ms * statistics.median(step_latencies(model, tokens, 1, 30, slots=8, active=half))
     live = realtime_streams(model, tokens, 4, 150)
-    r["realtime_4_streams"] = {"p50_ms": ms * pct(live, 50), "p99_ms": ms * pct(live, 99), "steps": len(live)}
+    r["realtime_4_streams"] = p50_p99_ms(live, steps=len(live))
     audio = torch.randn(1, 40 * model.samples_per_frame, generator=gen) * 0.1
-    enc = encoder_steps(model, audio, 40)
-    r["encoder_step1"] = {"p50_ms": ms * pct(enc, 50), "p99_ms": ms * pct(enc, 99),
-                          "lookahead_ms": model.stream_encoder().lookahead_ms}
+    r["encoder_step1"] = p50_p99_ms(encoder_steps(model, audio, 40), lookahead_ms=model.stream_encoder().lookahead_ms)
     # exactness of what was timed: 1-frame steps vs offline decode of the same 40 frames
     with torch.inference_mode():
         dec = model.stream_decoder()
@@ -216,30 +211,26 @@ def report(rows, name, nemo_file):
         "process, everything side by side in one run (`make bench-streaming`); NeMo: its offline `decode` of "
         f"the same {OFFLINE_FRAMES} frames (10 s) in the oracle environment{'' if nemo_file else ' (not run: no .nemo)'}.",
         "",
-        "| threads | 1-frame step p50 / p99 | NeMo offline, per frame | 1-frame p50 / NeMo | ours offline, per frame | 25-frame steps, per frame | first audio | warm-up (prepacking) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    body = []
     for r in rows:
         s1, nemo = r["step1"], r["nemo_offline_per_frame_ms"]
-        ratio = "n/a" if nemo is None else f"{s1['p50_ms'] / nemo:.2f}x"
-        lines.append(f"| {r['threads']} | {s1['p50_ms']:.1f} / {s1['p99_ms']:.1f} ms ({s1['steps']} steps) | {f(nemo)} | {ratio} | "
-                     f"{f(r['ours_offline_per_frame_ms'])} | {f(r['step25_per_frame_ms'])} | {f(r['first_audio_ms'])} | {r['warm_up_s']:.1f} s |")
+        body.append([r["threads"], f"{s1['p50_ms']:.1f} / {s1['p99_ms']:.1f} ms ({s1['steps']} steps)", f(nemo),
+                     "n/a" if nemo is None else f"{s1['p50_ms'] / nemo:.2f}x", f(r["ours_offline_per_frame_ms"]),
+                     f(r["step25_per_frame_ms"]), f(r["first_audio_ms"]), f"{r['warm_up_s']:.1f} s"])
+    lines += table(["threads", "1-frame step p50 / p99", "NeMo offline, per frame", "1-frame p50 / NeMo", "ours offline, per frame",
+                    "25-frame steps, per frame", "first audio", "warm-up (prepacking)"], body)
     lines += ["", "Slots (contracts §8): one batched step of 1 frame for N active streams; "
-              "`vs N solo` = that step / N solo 1-frame steps (target <= 0.6 at 8).", "",
-              "| threads | " + " | ".join(f"{n} slots" for n in rows[0]["slots"]) + " | 8 slots, 4 active | 4 real-time streams (one step / 80 ms): p50 / p99 |",
-              "|---|" + "---|" * (len(rows[0]["slots"]) + 2)]
-    for r in rows:
-        cells = [f"{v['p50_ms']:.1f} ms ({v['vs_n_solo']:.2f})" for v in r["slots"].values()]
-        rt = r["realtime_4_streams"]
-        lines.append(f"| {r['threads']} | " + " | ".join(cells) + f" | {r['slots_8_half_active_ms']:.1f} ms | "
-                     f"{rt['p50_ms']:.1f} / {rt['p99_ms']:.1f} ms |")
-    lines += ["", "| threads | frames per step: ms per frame | sliding window (25 new + 15 context): per frame / first audio | streaming encoder, 1 frame a step: p50 / p99 | 1-frame steps vs offline (max abs) |",
-              "|---|---|---|---|---|"]
-    for r in rows:
-        fps = ", ".join(f"{n}: {v:.1f}" for n, v in r["frames_per_step"].items())
-        e = r["encoder_step1"]
-        lines.append(f"| {r['threads']} | {fps} | {r['window_per_frame_ms']:.1f} / {r['window_first_audio_ms']:.1f} ms | "
-                     f"{e['p50_ms']:.1f} / {e['p99_ms']:.1f} ms | {r['step1_max_abs_vs_offline']:.1e} |")
+              "`vs N solo` = that step / N solo 1-frame steps (target <= 0.6 at 8).", ""]
+    lines += table(["threads"] + [f"{n} slots" for n in rows[0]["slots"]] + ["8 slots, 4 active", "4 real-time streams (one step / 80 ms): p50 / p99"],
+                   [[r["threads"]] + [f"{v['p50_ms']:.1f} ms ({v['vs_n_solo']:.2f})" for v in r["slots"].values()]
+                    + [f"{r['slots_8_half_active_ms']:.1f} ms", "{p50_ms:.1f} / {p99_ms:.1f} ms".format(**r["realtime_4_streams"])]
+                    for r in rows])
+    lines += [""] + table(["threads", "frames per step: ms per frame", "sliding window (25 new + 15 context): per frame / first audio",
+                           "streaming encoder, 1 frame a step: p50 / p99", "1-frame steps vs offline (max abs)"], [
+        [r["threads"], ", ".join(f"{n}: {v:.1f}" for n, v in r["frames_per_step"].items()),
+         f"{r['window_per_frame_ms']:.1f} / {r['window_first_audio_ms']:.1f} ms",
+         "{p50_ms:.1f} / {p99_ms:.1f} ms".format(**r["encoder_step1"]), f"{r['step1_max_abs_vs_offline']:.1e}"] for r in rows])
     look = rows[0]["encoder_step1"]["lookahead_ms"]
     lines += [
         "",

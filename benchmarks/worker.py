@@ -1,15 +1,12 @@
-"""Benchmark worker: one codec implementation inside its own Python environment (ours: .venv, NeMo: the
-oracle venv, nanocodec-torch: cache/bench-venvs/port), so it needs only the standard library and torch.
+"""Benchmark worker: one codec implementation in its own environment (standard library and torch only).
 
     <env python> benchmarks/worker.py --impl ours|nemo|port --weights PATH [--opts JSON]
 
-It speaks JSON lines with benchmarks/harness.py: requests on stdin, replies on the process's original
-stdout (whatever the libraries print goes to stderr). The process (the "zygote") loads the model once with
-one thread and never computes, so forking it is safe. `fork` makes a child that owns one case: it maps
-its parent's resident file pages again, resets the kernel's RSS high-water mark, sets the thread count and
-serves `rt` (one round trip, each half timed with perf_counter) and `flops` until `end`, which replies with
-its peak RSS and exits: the peak of a process that loaded the model and ran only that case. While a child
-lives the zygote only waits for it, so the driver talks to one process at a time.
+JSON lines with harness.py: requests on stdin, replies on the original stdout (library prints go to stderr).
+This process (the "zygote") loads the model with one thread and never computes, so forking it is safe; each
+`fork` makes a child that owns one case: it maps the parent's resident file pages again, resets the RSS
+high-water mark, serves `rt` (one round trip, timed with perf_counter) and `flops` until `end`, which replies
+with its peak RSS. While a child lives the zygote only waits for it: one process computes at a time.
 """
 from __future__ import annotations
 
@@ -67,9 +64,25 @@ def map_parent_resident_pages() -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# implementations: encode(audio [B,T] f32, lens) -> (tokens, tokens_len), decode(...) -> (audio, len)
+# implementations
 # ----------------------------------------------------------------------------------------------
-class Ours:
+class Impl:
+    """encode(audio [B,T] f32, lens) -> (tokens, tokens_len), decode(...) -> (audio, len): the model's own calls."""
+    enc_kw = dec_kw = {}  # noqa: RUF012  read only; ours sets its own
+
+    def scope(self):  # numeric settings around every timed call
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def encode(self, audio, lens):
+        return self.model.encode(audio, lens, **self.enc_kw)
+
+    def decode(self, tokens, tokens_len):
+        return self.model.decode(tokens, tokens_len, **self.dec_kw)
+
+
+class Ours(Impl):
     def __init__(self, weights: str, opts: dict):
         import torch
         from nanocodec import AudioCodecModel
@@ -88,12 +101,6 @@ class Ours:
 
         return precision_scope("cpu", self.dtype, backend=self.model.backend)
 
-    def encode(self, audio, lens):
-        return self.model.encode(audio, lens, **self.enc_kw)
-
-    def decode(self, tokens, tokens_len):
-        return self.model.decode(tokens, tokens_len, **self.dec_kw)
-
     def info(self) -> dict:
         import nanocodec
         from nanocodec.backends import accuracy_gate
@@ -107,7 +114,7 @@ class Ours:
                 "conv_paths": self.model.conv_paths, "accuracy_gate": accuracy_gate.summary(), "precision": settings}
 
 
-class Nemo:
+class Nemo(Impl):
     def __init__(self, weights: str, opts: dict):
         import logging
         import warnings
@@ -132,7 +139,7 @@ class Nemo:
                 "params": sum(p.numel() for n, p in self.model.named_parameters() if n.startswith(("audio_encoder.", "audio_decoder.")))}
 
 
-class Port:
+class Port(Impl):
     def __init__(self, weights: str, opts: dict):
         # nanocodec-torch's own loader of a local safetensors file with NeMo's key names (it folds weight norm);
         # its from_pretrained takes any path with a '/' for a hub id, so the model is built as it builds it
@@ -142,12 +149,6 @@ class Port:
         self.model = AudioCodecModel(sample_rate=22050)
         load_safetensors_weights(self.model, weights, device="cpu", verbose=False)
         self.model = self.model.to("cpu").eval()
-
-    def encode(self, audio, lens):
-        return self.model.encode(audio, lens)
-
-    def decode(self, tokens, tokens_len):
-        return self.model.decode(tokens, tokens_len)
 
     def info(self) -> dict:
         from importlib.metadata import version
@@ -165,8 +166,6 @@ IMPLS = {"ours": Ours, "nemo": Nemo, "port": Port}
 def roundtrip(impl, req: dict, inputs: dict) -> dict:
     """encode then decode (every implementation's forward), timed in two halves; the first call of a case
     saves its outputs for the driver's agreement check."""
-    import contextlib
-
     import torch
 
     key = (req["input"], req["batch"], req["samples"])
@@ -174,7 +173,7 @@ def roundtrip(impl, req: dict, inputs: dict) -> dict:
         inputs[key] = torch.from_file(key[0], shared=False, size=key[1] * key[2], dtype=torch.float32).view(key[1], key[2])
     audio = inputs[key]
     lens = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.int64)
-    with torch.inference_mode(), (impl.scope() if hasattr(impl, "scope") else contextlib.nullcontext()):
+    with torch.inference_mode(), impl.scope():
         t0 = time.perf_counter()
         tokens, tokens_len = impl.encode(audio, lens)
         t1 = time.perf_counter()
