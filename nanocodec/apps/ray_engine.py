@@ -20,8 +20,9 @@ Shards whose files were only deleted are rewritten on the driver (their tokens a
 Faults, bounded: a task or actor that dies is retried by Ray at most `max_attempts` times in all
 (default 3: `max_retries` / `max_task_retries` = max_attempts - 1; a batch that arrives twice is
 ignored). A batch that still fails is dropped by Ray Data (`max_errored_blocks`), and once the
-pipeline has run, the driver tries the files of every incomplete shard again one file per row, with
-the same bound: the files that come back are committed as usual, and only a file whose worker died
+pipeline has run, the driver tries the files of every incomplete shard again one file per row, each
+actor holding one row at a time (so that a death costs an attempt of the file it ran only), with the
+same bound: the files that come back are committed as usual, and only a file whose worker died
 `max_attempts` times on it alone is listed in errors.jsonl, with that reason (Ray cannot say which
 row killed an actor: the file-by-file pass is how the culprit is found). Exceptions raised by our own
 code in a worker (a bug, a wrong model) are not retried: they end the job with `RayJobError`, and the
@@ -292,9 +293,13 @@ def _dataset(rows, *, per_file, ray, root, model, settings, batch_size, workers,
                              max_retries=retries)
         ds = ds.map(_load_rows, fn_kwargs={"root": root, "sample_rate": model.sample_rate}, num_cpus=DECODE_CPUS,
                     max_retries=retries)
+        # In the file-by-file pass an actor holds one row at a time: Ray Data otherwise queues several
+        # rows on each actor, and when the culprit kills it, every row queued there fails with it and
+        # spends an attempt, so innocent files would be blamed beside it.
+        pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1 if per_file else None)
         return ds.map(
             encoder_cls, fn_constructor_kwargs=settings,
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=num_gpus or None,
+            compute=pool, num_cpus=cpus, num_gpus=num_gpus or None,
             # bounded (Ray Data's defaults retry forever): a batch whose actor dies `retries + 1` times fails
             max_task_retries=retries, max_restarts=ACTOR_RESTARTS,
         )
