@@ -27,6 +27,8 @@ for w in "${WHEELS[@]}"; do
   fi
   echo "$sha  $CARRY/$file" | sha256sum -c --quiet - || { echo "$CARRY/$file: sha256 differs from the pinned one" >&2; exit 1; }
 done
+# einops as a package folder (nemo_from_wheel.ensure_einops loads it from beside the NeMo wheel, if the image lacks it)
+"$PY" -m zipfile -e "$CARRY/einops-0.8.2-py3-none-any.whl" "$CARRY/"
 
 # what the device tool sends: tracked + untracked-not-ignored files, plus the carried folder
 tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
@@ -36,7 +38,7 @@ echo "travels: working tree $((tree / 1024)) KiB + $CARRY $((carry / 1024)) KiB 
 [ "$total" -lt $((60 * 1048576)) ] || { echo "too large for the device tool: ignore or remove something first" >&2; exit 1; }
 
 if [ "${1:-}" != "--no-dry-run" ]; then
-  # the same script the GPU machine runs, on this CPU, reduced width: every step but the CUDA-only ones
+  # the same script the GPU machine runs, on this CPU, reduced width: every step, less the CUDA-only parts
   PYTHONUNBUFFERED=1 "$PY" benchmarks/cuda_device.py --out cache/cuda-device-dryrun --device cpu --tiny --budget-s 60
   echo "dry run passed; reports in cache/cuda-device-dryrun/"
 fi

@@ -12,7 +12,6 @@ import hashlib
 import os
 import platform
 import re
-import subprocess
 import sys
 import types
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ from common import REPO, read_wav
 
 ORACLE_DIR = REPO / "parity" / "oracle"
 FULL_PRESET = "nanocodec-22khz-0.6kbps-12.5fps"
-# the .nemo `make fixtures` wrote from the same seed and recipe, where this checkout has it (cache/ is git-ignored
-# and not carried to the GPU machine: there the NeMo state's sha256, computed on the CPU that built it, stands in)
-FIXTURE_NEMO = {"nano0p6_replicate": REPO / "tests" / "fixtures" / "models" / "nano0p6_replicate.nemo",
-                "nano0p6_full": REPO / "cache" / "fixtures-full" / "nano0p6_full.nemo"}
-FIXTURE_SHA256 = {"nano0p6_replicate": "b6762cad4886700273d4e3ef8e87efb431adafcde141c9edce532f21cc876a48",
-                  "nano0p6_full": "ceddb91435bab1605abedc307be48cbba07dc371dbffe7a172b8bd7ced888724"}
+# the .nemo `make fixtures` wrote from the same seed and recipe, and the sha256 (state_sha256) of the state built
+# here on the CPU that wrote it: cache/ is git-ignored and not carried to the GPU machine, where the sha256 stands in
+FIXTURES = {"nano0p6_replicate": (REPO / "tests" / "fixtures" / "models" / "nano0p6_replicate.nemo",
+                                  "b6762cad4886700273d4e3ef8e87efb431adafcde141c9edce532f21cc876a48"),
+            "nano0p6_full": (REPO / "cache" / "fixtures-full" / "nano0p6_full.nemo",
+                             "ceddb91435bab1605abedc307be48cbba07dc371dbffe7a172b8bd7ced888724")}
 # the calibration runs float32 convolutions, so weights rebuilt on another CPU may differ in the last bits
 # (relative to each tensor's max; measured 9.4e-7-scale conv differences between an Intel Xeon and an AMD EPYC)
 WEIGHTS_CPU_REL_TOL = 1e-5
@@ -43,25 +42,13 @@ def card_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
 
 
-def _nvidia_smi() -> dict:
-    q = "name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit,pstate"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=15).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return dict(zip(q.split(","), (v.strip() for v in out[0].split(",")))) if out else {}
-
-
 def machine_info(device: torch.device) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "card": "cpu", "cuda": None, "cudnn": None}
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "card": "cpu", "cuda": None, "cudnn": None}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(card=torch.cuda.get_device_name(device), capability=f"{p.major}.{p.minor}", sm_count=p.multi_processor_count,
-                    memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                    nvidia_smi=_nvidia_smi())
+                    memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return {**info, "slug": card_slug(info["card"])}
 
 
@@ -73,14 +60,11 @@ def import_build_fixtures():
     try:
         import soundfile  # noqa: F401
     except (ImportError, OSError):  # not installed, or installed without its libsndfile
-        shim = types.ModuleType("soundfile")
-
-        def read(file, dtype="float32", always_2d=False, **_):
+        def read(file, dtype="float32", **_):  # nemo_oracle reads mono WAVs with always_2d=False
             x, rate = read_wav(file)
-            return (x.astype(dtype)[:, None] if always_2d else x.astype(dtype)), rate
+            return x.astype(dtype), rate
 
-        shim.read, shim.__nanocodec_shim__ = read, True
-        sys.modules["soundfile"] = shim
+        sys.modules["soundfile"] = types.SimpleNamespace(read=read)
     import build_fixtures
 
     return build_fixtures
@@ -103,7 +87,7 @@ class Models:
     nemo_cfg: dict
     folder: Path  # our converted weights (save_pretrained)
     nemo_state: dict
-    mods: object  # nemo_from_wheel.NemoModules
+    mods: object  # nemo_from_wheel.load()'s namespace
     weights_sha256: str
     notes: list = field(default_factory=list)
     cache: dict = field(default_factory=dict)
@@ -127,21 +111,19 @@ class Models:
 
 
 def fixture_check(model_name: str, state: dict, sha: str) -> str:
-    """Whether the weights built here are those of `make fixtures`: bitwise, or within the calibration's rounding."""
-    path = FIXTURE_NEMO.get(model_name)
-    if path is None or not path.exists():
-        if model_name not in FIXTURE_SHA256:
-            return "no fixture to compare the weights with"
-        same = FIXTURE_SHA256[model_name] == sha
-        return (f"weights {'bitwise equal to' if same else 'not bitwise equal to (calibrated on another CPU)'} those of "
-                f"{FIXTURE_NEMO[model_name].relative_to(REPO)} (sha256 {FIXTURE_SHA256[model_name][:16]}…)")
+    """Whether the weights built here are those of `make fixtures`: bitwise (the pinned sha256), else, where the
+    fixture file is in this checkout, within the float32 rounding of a calibration on another CPU."""
+    path, pinned = FIXTURES[model_name]
+    rel_path = path.relative_to(REPO)
+    if sha == pinned:
+        return f"weights bitwise equal to {rel_path}"
+    if not path.exists():
+        return f"weights not bitwise equal to {rel_path} (sha256 {pinned[:16]}…: calibrated on another CPU?)"
     from nanocodec.convert.archive import read_nemo
 
-    ref, rel_path = read_nemo(path).state_dict, path.relative_to(REPO)
+    ref = read_nemo(path).state_dict
     if not all(k in ref and ref[k].shape == v.shape for k, v in state.items()):
         return f"weights DIFFER from {rel_path} (other tensors or shapes)"
-    if all(torch.equal(v, ref[k]) for k, v in state.items()):
-        return f"weights bitwise equal to {rel_path}"
     rel = max(float((v.double() - ref[k].double()).abs().max() / ref[k].double().abs().max().clamp_min(1e-30))
               for k, v in state.items() if v.is_floating_point())
     verdict = f"equal within {rel:.1e} relative to" if rel <= WEIGHTS_CPU_REL_TOL else f"DIFFER ({rel:.1e} relative) from"

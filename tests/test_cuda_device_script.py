@@ -129,7 +129,7 @@ def test_tiny_run_passes_parity_and_writes_reports(tiny_run):
     fixture = "tests/fixtures/models/nano0p6_replicate.nemo"
     assert any(f"bitwise equal to {fixture}" in n or f"relative to {fixture}" in n for n in res["model"]["notes"]), \
         res["model"]["notes"]
-    gated = [r for r in res["parity"]["rows"] if r["gate"]]
+    gated = res["parity"]["rows"]  # every parity row is gated (the CPU-context rows are gone)
     assert res["parity"]["pass"] and len(gated) == 4
     kinds = {r["kind"] for r in gated}
     assert {"ours-cpu vs NeMo-cpu", "ours-cpu vs NeMo-cpu per item (batch-invariant)",
@@ -151,7 +151,6 @@ def test_tiny_run_benchmarks_both_sides(tiny_run):
         r = first["impls"][label]
         assert r["roundtrip"]["median"] > 0 and r["roundtrip"]["n"] >= 2 and r["x_real_time"] > 0, (label, r)
         assert abs(r["roundtrip"]["median"] - r["encode"]["median"] - r["decode"]["median"]) < 0.2 * r["roundtrip"]["median"]
-    assert res["graphs"]["skipped"].startswith("CUDA graphs need")
     # issue 21's streaming step: eager paths only on a CPU; the functional step on static state replays the
     # slots API's steps within float32 rounding (the same decoder.step on the same inputs: 1e-5 is contracts §5's bound)
     stream = {c["slots"]: c for c in res["stream"]["cases"]}
@@ -163,8 +162,7 @@ def test_tiny_run_benchmarks_both_sides(tiny_run):
     ran = {c["case"] for c in res["grid"]["cases"] if "impls" in c}
     assert "throughput" in targets and ("round trip" in targets or "1s-b1" not in ran)  # the latency target's case
     bench = (out / "bench-cuda-cpu-tiny.md").read_text()
-    for section in ("## Issue 7's CUDA targets", "## Encode, decode, round trip", "## Memory table", "## CUDA graphs",
-                    "## Streaming decoder", "## Steps"):
+    for section in ("## Issue 7's CUDA targets", "## Encode, decode, round trip", "## Streaming decoder", "## Steps"):
         assert section in bench, section
     parity = (out / "parity-cuda-cpu-tiny.md").read_text()
     assert "**Result: PASS**" in parity and "## Half precision and TF32" in parity
