@@ -77,9 +77,9 @@ clean:
 include parity/oracle/oracle.mk
 
 # Side by side on this CPU vs NeMo (oracle env) and nanocodec-torch 1.0.0 (cache/bench-venvs/port), issue 7:
-# writes reports/bench-cpu-<cpu>.md/.json/.png (<= 20 min). make bench QUICK=1: smoke run (< 2 min, report in
-# cache/bench/report-quick/). BENCH_ARGS adds harness.py's options (with or without the bench- prefix), e.g.
-# BENCH_ARGS="--bench-ours dtype=bfloat16 --bench-threads 2"
+# writes reports/bench-cpu-<cpu>.md/.json/.png (<= 20 min; benchmarks/README.md). make bench QUICK=1: smoke run
+# (~2 min, report in cache/bench/report-quick/). BENCH_ARGS adds harness.py's options (with or without the bench-
+# prefix), e.g. BENCH_ARGS="--bench-ours dtype=bfloat16 --bench-threads 2"
 QUICK ?=
 BENCH_ARGS ?=
 bench: install $(ORACLE_DEP)

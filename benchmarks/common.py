@@ -1,7 +1,7 @@
-"""What the CPU benchmark (harness.py, report.py) and the prepared CUDA run (cuda_device.py) share: the
-cases, the speech input, sample statistics, markdown tables and atomic report files. Standard library at
-import (numpy inside the functions that need it): the GPU image has no soundfile, the worker venvs no numpy
-guarantee, and this module is imported by all of them but the worker.
+"""What the CPU benchmark (harness.py, report.py), the prepared CUDA run (cuda_device.py) and the streaming, ONNX
+and Ray benchmarks share: the cases, the speech input, sample statistics, markdown tables and atomic report
+files. Standard library at import (numpy inside the functions that need it): the GPU image has no soundfile,
+the worker venvs no numpy guarantee, and this module is imported by all of them but the worker.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SR, SPF = 22050, 1764  # the 0.6 kbps model every benchmark runs
 FPS = SR / SPF  # 12.5
-ISSUE_GFLOP_PER_S = {"encode": 27.95, "decode": 34.29}  # the model's cost as issue 7 quotes it
+# the model's cost as issue 7 quotes it: torch.utils.flop_counter over NeMo's encode and decode at 2 and 4 frames
+# (2 FLOP per multiply-add, intercept 0), recounted by every `make bench` until issue 17 (reports/bench-cpu-amd.json)
+ISSUE_GFLOP_PER_S = {"encode": 27.95, "decode": 34.29}
 SPEECH_CLIPS = ["speech_11s", "speech_4s", "speech_0p5s"]  # tests/fixtures/audio, tiled to any length
 OPS = ("encode", "decode", "roundtrip")
 

@@ -1,12 +1,10 @@
 """`make bench`: nanocodec vs NeMo 3.0.0 vs nanocodec-torch 1.0.0 on this CPU, side by side (issue 7).
 
-    .venv/bin/python benchmarks/harness.py [--quick] [--ours dtype=bfloat16,threads=1 ...] [--threads auto|N]
-        [--budget-s S] [--impls ours,nemo,port] [--grid 1x1,5x4] [--max-rounds N] [--out DIR]
+    .venv/bin/python benchmarks/harness.py [--quick] [options: --help; each also as --bench-<name>, BENCH_ARGS's spelling]
 
-Every option is also accepted as --bench-<name> (BENCH_ARGS's spelling). Same weights and input for all three;
-one worker process per environment (worker.py) forks a child per case that times its own calls and reports its
-RSS high-water mark; rounds interleave the implementations, medians; rounds per case planned within a time
-budget. How it measures: benchmarks/README.md; reports: report.py.
+Same weights and input for all three; one worker process per environment (worker.py) forks a child per case that
+times its own calls and reports its RSS high-water mark; rounds interleave the implementations, medians; rounds per
+case within a time budget. How it measures: benchmarks/README.md; reports: report.py.
 """
 from __future__ import annotations
 
@@ -16,8 +14,6 @@ import json
 import math
 import os
 import platform
-import select
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,14 +26,14 @@ for _p in (str(HERE.parent), str(HERE)):  # the repository's `parity` package; t
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from common import FPS, ISSUE_GFLOP_PER_S, OPS, REPO, SPF, Case, batch_items, loadavg  # noqa: E402
+from common import ISSUE_GFLOP_PER_S, OPS, REPO, Case, batch_items, loadavg  # noqa: E402
 
 CACHE = REPO / "cache" / "bench"
 NEMO_FILE = REPO / "cache" / "fixtures-full" / "nano0p6_full.nemo"
 PORT_VENV = REPO / "cache" / "bench-venvs" / "port"
 PORT_PIP = ["nanocodec-torch==1.0.0", "torch==2.13.0"]  # torch on the same line: pip keeps the CPU build
 FULL_GRID = [Case(s, 1) for s in (1, 5, 10, 30, 60)] + [Case(s, b) for b in (4, 16) for s in (1, 5)]
-QUICK_GRID = [Case(1, 1), Case(1, 4), Case(5, 1)]
+QUICK_GRID = [Case(1, 1), Case(5, 1), Case(1, 4)]
 WARM_FULL_S = 4.0  # a case whose call is estimated under this is its own warm-up, else a 1 s call is
 # single conv layers of the model's shapes for the CPU's measured peak (kernel 11): decoder residual stages at
 # the lengths 10 s of audio gives them, the first also at 60 s, and an encoder stage
@@ -51,7 +47,7 @@ def log(msg: str) -> None:
 
 
 def run_order(grid: list) -> list:
-    """Batch 1 by length (the headline), then the batches by cost: the planner learns the speeds on the cheap
+    """Batch 1 by length (the headline), then the batches by cost: the estimates learn the speeds on the cheap
     cases first, and a budget cut falls on the batch cases, then on the longest input."""
     return sorted(grid, key=lambda c: (c.batch > 1, c.audio_seconds, c.batch))
 
@@ -68,10 +64,11 @@ def choose_threads(value) -> tuple[int, str]:
     return 1, f"auto: 1-min load average {load1:.2f} at the start (busy machine), 1 thread each"
 
 
-def parse_ours(spec: str) -> dict:
-    """'dtype=bfloat16,threads=1,chunk_seconds=null,encode.X=V,decode.X=V,load.X=V' -> worker options."""
+def parse_ours(spec: str) -> tuple[str, dict]:
+    """'dtype=bfloat16,threads=1,chunk_seconds=null,encode.X=V,decode.X=V,load.X=V' -> (label, worker options);
+    values are JSON where they parse (null, numbers, booleans). The label is the spec itself: "ours[dtype=bfloat16]"."""
     opts: dict = {}
-    for part in filter(None, (p.strip() for p in spec.replace(";", ",").split(","))):
+    for part in filter(None, (p.strip() for p in spec.split(","))):
         k, _, v = (s.strip() for s in part.partition("="))
         try:
             val = json.loads(v)
@@ -80,17 +77,14 @@ def parse_ours(spec: str) -> dict:
         where, _, name = k.partition(".")
         if name and where in ("encode", "decode", "load"):
             opts.setdefault(f"{where}_kwargs", {})[name] = val
-        elif k in ("dtype", "threads", "chunk_seconds"):
+        elif k == "chunk_seconds":  # both calls' keyword; null: whole-input processing
+            for where in ("encode", "decode"):
+                opts.setdefault(f"{where}_kwargs", {})[k] = val
+        elif k in ("dtype", "threads"):
             opts[k] = val
         else:
             raise SystemExit(f"--ours: unknown option {k!r} (dtype, threads, chunk_seconds, encode.X, decode.X, load.X)")
-    return opts
-
-
-def ours_label(opts: dict, index: int) -> str:
-    flat = [f"{k}={v}" for k, v in opts.items() if not isinstance(v, dict)]
-    flat += [f"{k.split('_')[0]}.{n}={v}" for k, d in opts.items() if isinstance(d, dict) for n, v in d.items()]
-    return "ours" if index == 0 and not opts else ("ours[" + ",".join(flat) + "]" if flat else f"ours#{index}")
+    return (f"ours[{spec.strip()}]" if opts else "ours"), opts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     def opt(name, **kw):
         ap.add_argument(f"--{name}", f"--bench-{name}", **kw)
 
-    opt("quick", action="store_true", help="smoke run: 1 s batch 1 (then 1 s batch 4, 5 s batch 1), 60 s budget")
+    opt("quick", action="store_true", help="smoke run: 1 s batch 1, then 5 s batch 1 and 1 s batch 4 as a 60 s budget allows")
     opt("ours", action="append", help="our model's options, e.g. dtype=bfloat16,threads=1 (repeat: several variants)")
     opt("impls", default="ours,nemo,port", help="comma list of ours,nemo,port")
     opt("threads", default="auto", help="threads per implementation, or auto (default)")
@@ -109,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     opt("out", help="report folder (default reports/, QUICK: cache/bench/report-quick)")
     a = ap.parse_args(argv)
     a.grid = [Case.parse(g) for g in a.grid.split(",")] if a.grid else list(QUICK_GRID if a.quick else FULL_GRID)
-    a.ours = [parse_ours(s) for s in a.ours] if a.ours else [{}]
+    a.ours = [parse_ours(s) for s in a.ours] if a.ours else [("ours", {})]
     a.impls = [i.strip() for i in a.impls.split(",") if i.strip()]
     a.threads, a.threads_why = choose_threads(a.threads)
     a.budget_s = a.budget_s if a.budget_s is not None else (60.0 if a.quick else 1080.0)
@@ -118,9 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-# ----------------------------------------------------------------------------------------------
-# preparation: environments, weights, inputs (cached under cache/, git-ignored)
-# ----------------------------------------------------------------------------------------------
+# -- preparation: environments, weights, inputs (cached under cache/, git-ignored) ---------------------------------
 def ensure_port_env() -> Path:
     py, stamp = PORT_VENV / "bin" / "python", PORT_VENV / ".installed"
     if not (stamp.exists() and py.exists()):
@@ -179,88 +171,67 @@ def ensure_input(case: Case) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------------------------
-# worker processes
-# ----------------------------------------------------------------------------------------------
+# -- worker processes ----------------------------------------------------------------------------------------------
 class WorkerError(RuntimeError):
     pass
 
 
 class Zygote:
-    """One implementation in its environment, speaking worker.py's JSON lines; forks a child per case."""
+    """One implementation in its environment, speaking worker.py's JSON lines; forks a child per case. Reads
+    block: a hung case process ends itself (a request's limit_s is an alarm in it) and the zygote reports that."""
 
     def __init__(self, label: str, impl: str, python: Path, weights: Path, opts: dict, threads: int):
-        self.label, self.impl, self.threads = label, impl, int(opts.get("threads", threads))
+        self.label, self.threads = label, int(opts.get("threads", threads))
         (CACHE / "logs").mkdir(parents=True, exist_ok=True)
         self.log_path = CACHE / "logs" / f"{label.replace('/', '_')}.log"
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
         opts = json.dumps({k: v for k, v in opts.items() if k != "threads"})
-        self.proc = subprocess.Popen([str(python), str(HERE / "worker.py"), "--impl", impl, "--weights", str(weights), "--opts", opts],
+        self.proc = subprocess.Popen([str(python), str(HERE / "worker.py"), impl, str(weights), opts],
                                      cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), env=env)
-        self.info, self.child_pid, self._buf = None, None, b""
+        self.child = False
 
-    def _read(self, timeout: float | None = None) -> dict:
-        """The next reply line (own buffering on the raw pipe, so that select() sees every pending byte)."""
-        fd, deadline = self.proc.stdout.fileno(), None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            if not select.select([fd], [], [], None if deadline is None else max(0.0, deadline - time.monotonic()))[0]:
-                if self.child_pid:  # a hung case process: kill it; the zygote then reports its exit
-                    os.kill(self.child_pid, signal.SIGKILL)
-                raise WorkerError(f"{self.label}: no answer in {timeout:.0f} s; case process killed")
-            if not (chunk := os.read(fd, 1 << 16)):
-                raise WorkerError(f"{self.label}: worker exited ({self.proc.wait()}); log tail:\n"
-                                  + self.log_path.read_text(errors="replace")[-2000:])
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
+    def read(self) -> dict:
+        if not (line := self.proc.stdout.readline()):
+            raise WorkerError(f"{self.label}: worker exited ({self.proc.wait()}); log tail:\n"
+                              + self.log_path.read_text(errors="replace")[-2000:])
         return json.loads(line)
 
-    def request(self, obj: dict, timeout: float | None = None) -> dict:
+    def request(self, obj: dict) -> dict:
         self.proc.stdin.write((json.dumps(obj) + "\n").encode())
         self.proc.stdin.flush()
-        try:
-            reply = self._read(timeout)
-        except WorkerError:
-            if self.child_pid:  # collect the zygote's report of the killed child
-                self.child_pid = None
-                try:
-                    self._read(60)
-                except WorkerError:
-                    pass
-            raise
-        if "child_exit" in reply:  # the child died instead of answering
-            self.child_pid = None
-            raise WorkerError(f"{self.label}: case process died (exit {reply['child_exit']}); see {self.log_path}")
+        return self.checked(self.read())
+
+    def checked(self, reply: dict) -> dict:
+        if "child_exit" in reply:  # the case process died instead of answering
+            self.child = False
+            why = ", its time limit" if reply["child_exit"] == -14 else ""  # -SIGALRM
+            raise WorkerError(f"{self.label}: case process died (exit {reply['child_exit']}{why}); see {self.log_path}")
         if not reply.get("ok"):
             raise WorkerError(f"{self.label}: {reply.get('error', '?')}\n{reply.get('traceback', '')}")
         return reply
 
     def fork(self) -> dict:
-        reply = self.request({"cmd": "fork", "threads": self.threads}, timeout=300)
-        self.child_pid = reply["pid"]
+        reply = self.request({"cmd": "fork", "threads": self.threads})
+        self.child = True
         return reply
 
     def end_child(self) -> dict:
+        """The child's peak RSS, then the zygote's word that it exited."""
         reply = self.request({"cmd": "end"})
-        reply["child_exit"], self.child_pid = self._read().get("child_exit"), None
+        self.child, reply["child_exit"] = False, self.read().get("child_exit")
         return reply
 
     def close(self) -> None:
+        """End of input ends the worker, and a live child with it: both read the same pipe."""
         try:
-            if self.child_pid:
-                self.end_child()
-            if self.proc.poll() is None:
-                self.proc.stdin.write(b'{"cmd": "quit"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-        except Exception:
-            if self.proc.poll() is None:
-                self.proc.kill()
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
 
 
-# ----------------------------------------------------------------------------------------------
-# the run
-# ----------------------------------------------------------------------------------------------
+# -- the run -------------------------------------------------------------------------------------------------------
 def machine() -> dict:
     from parity.machine import cpu_name, cpu_vendor  # the vendor names the report; it chooses nothing
 
@@ -278,9 +249,13 @@ class Bench:
         self.cfg, self.zygotes, self.t_start = cfg, {}, time.time()
         self.measured: dict[str, dict] = {}  # label -> {Case: median round trip s}
         config = {"quick": cfg.quick, "grid": [c.key for c in cfg.grid], "threads": cfg.threads, "threads_why": cfg.threads_why,
-                  "ours_variants": cfg.ours, "budget_s": cfg.budget_s, "max_rounds": cfg.max_rounds, "warm_full_s": WARM_FULL_S}
+                  "ours_variants": [o for _, o in cfg.ours], "budget_s": cfg.budget_s, "max_rounds": cfg.max_rounds,
+                  "warm_full_s": WARM_FULL_S}
+        # the model's cost is a property of the model, not of the run: counted once (common.ISSUE_GFLOP_PER_S)
+        flops = {"method": "torch.utils.flop_counter over NeMo's encode and decode, 2 FLOP per multiply-add; counted once, issue 7",
+                 "gflop_per_audio_second": dict(ISSUE_GFLOP_PER_S)}
         self.data = {"generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "loadavg": {"start": loadavg()},
-                     "config": config, "implementations": {}, "threads": {}, "flops": None, "conv_peak": None, "plan": [],
+                     "config": config, "implementations": {}, "threads": {}, "flops": flops, "conv_peak": None, "plan": [],
                      "raw": {}, "errors": {}}
 
     @property
@@ -294,8 +269,8 @@ class Bench:
         oracle = Path(os.environ.get("ORACLE_PY", REPO / "parity" / "oracle" / ".venv" / "bin" / "python"))
         if "nemo" in cfg.impls and not oracle.exists():
             raise SystemExit(f"{oracle} missing: `make oracle` builds the NeMo environment")
-        specs = [(ours_label(o, i), "ours", Path(sys.executable), from_nemo(CACHE / "ours", convert_ours), o)
-                 for i, o in enumerate(cfg.ours) if "ours" in cfg.impls]
+        specs = [(label, "ours", Path(sys.executable), from_nemo(CACHE / "ours", convert_ours), o)
+                 for label, o in cfg.ours if "ours" in cfg.impls]
         specs += [("nemo", "nemo", oracle, NEMO_FILE, {})] if "nemo" in cfg.impls else []
         specs += [("port", "port", ensure_port_env(), from_nemo(CACHE / "port" / "model.safetensors", export_port), {})] \
             if "port" in cfg.impls else []
@@ -305,22 +280,18 @@ class Bench:
         self.zygotes = {label: Zygote(label, impl, py, w, opts, cfg.threads) for label, impl, py, w, opts in specs}
         for label, z in list(self.zygotes.items()):
             try:
-                r = z._read()
-            except WorkerError as e:
-                r = {"error": str(e)}
-            if not r.get("ok"):
-                self.data["errors"][label] = f"{r.get('error')}\n{r.get('traceback', '')}"
-                log(f"{label}: FAILED to load: {self.data['errors'][label]}")
+                info = z.checked(z.read())["info"]
+            except WorkerError as e:  # the run goes on without it; the report says why
+                self.data["errors"][label] = str(e)
+                log(f"{label}: FAILED to load: {e}")
                 z.close()
                 del self.zygotes[label]
                 continue
-            z.info = info = r["info"]
             log(f"{label}: {info['package']}, torch {info['torch']}, loaded in {info['load_s']:.1f} s, RSS {info['rss_after_load_mib']:.0f} MiB")
             self.data["implementations"][label], self.data["threads"][label] = info, z.threads
         if not self.zygotes:
             raise SystemExit("no implementation loaded")
         self.data["wall_s"] = {"setup": time.perf_counter() - t0}
-        self.t_measure = time.time()
 
     def close(self) -> None:
         for z in self.zygotes.values():
@@ -328,82 +299,46 @@ class Bench:
         self.data["loadavg"]["end"] = loadavg()
         self.data.setdefault("wall_s", {"setup": 0.0})["total"] = time.time() - self.t_start
 
-    # -- planning --------------------------------------------------------------------------------
+    # -- the time budget -------------------------------------------------------------------------
     def est_call(self, label: str, case: Case) -> float:
-        """A round trip's time from this implementation's measured cases: the nearest shorter (else the shortest)
-        case of the same batch size, else of batch 1, scaled by audio-seconds; beyond the longest measured length
-        with the growth exponent of the two longest (the cost per audio-second rises once activations outgrow the
-        caches), clamped to [1, 1.5]."""
-        if not (done := self.measured.get(label)):  # nothing measured yet: the slowest speed seen so far, else real time
+        """A round trip's time, scaled by audio-seconds from this implementation's longest measured case not longer
+        than this one (else its shortest); before it has one, at the slowest speed any has shown, else real time.
+        The cost per audio-second rises with length, so a long case can take longer than this: its rounds then stop
+        early (measure) and later cases see the budget that is left."""
+        if not (done := self.measured.get(label)):
             speeds = [c.audio_seconds / t for d in self.measured.values() for c, t in d.items()]
             return case.audio_seconds / min(speeds, default=1.0) + 0.05
-        same = sorted((c for c in done if c.batch == case.batch), key=lambda c: c.audio_seconds)
-        pool = same or [c for c in done if c.batch == 1] or list(done)
-        shorter = [c for c in pool if c.audio_seconds <= case.audio_seconds]
-        ref = max(shorter, key=lambda c: c.audio_seconds) if shorter else min(pool, key=lambda c: c.audio_seconds)
-        p, ratio = 1.0, case.audio_seconds / ref.audio_seconds
-        if ratio > 1 and len(same) >= 2 and same[-1].audio_seconds > same[-2].audio_seconds:
-            p = math.log(done[same[-1]] / done[same[-2]]) / math.log(same[-1].audio_seconds / same[-2].audio_seconds)
-        return done[ref] * ratio ** min(1.5, max(1.0, p)) + 0.05
+        shorter = [c for c in done if c.audio_seconds <= case.audio_seconds]
+        ref = max(shorter, key=lambda c: c.audio_seconds) if shorter else min(done, key=lambda c: c.audio_seconds)
+        return done[ref] * case.audio_seconds / ref.audio_seconds + 0.05
 
     def est_case(self, case: Case, rounds: int) -> float:
         """Warm-up + rounds of every implementation, + 0.5 s each for the fork, the input and the end."""
-        calls = [self.est_call(label, case) for label in self.labels]
-        return sum((c if c <= WARM_FULL_S else self.est_call(lb, Case(1, 1))) + rounds * c + 0.5 for lb, c in zip(self.labels, calls))
+        total = 0.0
+        for label in self.labels:
+            call = self.est_call(label, case)
+            total += (call if call <= WARM_FULL_S else self.est_call(label, Case(1, 1))) + rounds * call + 0.5
+        return total
 
     def budget_left(self) -> float:
         return math.inf if self.cfg.budget_s <= 0 else self.cfg.budget_s - (time.time() - self.t_measure)
 
     def plan(self, case: Case, remaining: list) -> int:
-        """Rounds for `case`: one for every remaining case that fits (later ones in the run order give way first),
-        then one more at a time to the case with the fewest (the cheapest on a tie) whose next round still fits."""
+        """Rounds for `case`: 0 (skipped, and reported) when one round does not fit the budget left; else one, plus
+        extra rounds from its equal share of the slack, the budget beyond one round of this and every later case.
+        Later cases thus keep their first round, and the cheap cases, run first, get the most rounds."""
         budget = self.budget_left()
-        if math.isinf(budget) or self.est_case(case, 1) > budget:
-            return self.cfg.max_rounds if math.isinf(budget) else 0
-        cases = [case] + remaining
-        while len(cases) > 1 and sum(self.est_case(c, 1) for c in cases) > budget:
-            cases.pop()
-        rounds, cost = dict.fromkeys(cases, 1), sum(self.est_case(c, 1) for c in cases)
-
-        def extra(c):
-            return self.est_case(c, rounds[c] + 1) - self.est_case(c, rounds[c])
-
-        while fits := [c for c in cases if rounds[c] < self.cfg.max_rounds and cost + extra(c) <= budget]:
-            c = min(fits, key=lambda c: (rounds[c], c.audio_seconds))
-            rounds[c], cost = rounds[c] + 1, cost + extra(c)
-        return rounds[case]
-
-    # -- one-off measurements ------------------------------------------------------------------
-    def extras(self) -> None:
-        """The model's FLOP count (in NeMo, the reference) and the CPU's conv peak (in this process: our
-        environment, the run's thread count)."""
-        counter = "nemo" if "nemo" in self.zygotes else self.labels[0]
-        z = self.zygotes[counter]
-        try:
-            z.fork()
-            c2, c4 = z.request({"cmd": "flops", "frames": [2, 4], "spf": SPF}, timeout=600)["counts"]
-            z.end_child()
-            per_frame = {op: (c4[op] - c2[op]) / 2 for op in ("encode", "decode")}
-            method = f"torch.utils.flop_counter (2 FLOP per multiply-add) over the encode and decode of {counter} at 2 and 4 frames"
-            intercept = {op: c2[op] - 2 * per_frame[op] for op in per_frame}
-        except WorkerError as e:
-            self.data["errors"]["flops"] = str(e)
-            if z.child_pid:  # the child still serves: end it, so that the next case can fork
-                try:
-                    z.end_child()
-                except WorkerError:
-                    pass
-            counter, method, intercept = "issue 7", "quoted in issue 7 (not recounted: counting failed)", {"encode": 0, "decode": 0}
-            per_frame = {op: v * 1e9 / FPS for op, v in ISSUE_GFLOP_PER_S.items()}
-        g = {op: v * FPS / 1e9 for op, v in per_frame.items()}
-        self.data["flops"] = {"counted_by": counter, "method": method, "per_frame": per_frame, "intercept": intercept,
-                              "gflop_per_audio_second": g}
-        log(f"model cost ({counter}): encode {g['encode']:.2f} + decode {g['decode']:.2f} GFLOP per audio-second")
-        self.data["conv_peak"] = pk = conv_peak(self.cfg.threads, 3 if self.cfg.quick else 5)
-        log(f"measured peak: {pk['peak_gflops']:.0f} GFLOP/s ({pk['peak_layer']})")
+        if math.isinf(budget):
+            return self.cfg.max_rounds
+        if self.est_case(case, 1) > budget:
+            return 0
+        slack = budget - sum(self.est_case(c, 1) for c in [case] + remaining)
+        per_round = self.est_case(case, 2) - self.est_case(case, 1)
+        return min(self.cfg.max_rounds, 1 + max(0, int(slack / (1 + len(remaining)) / per_round)))
 
     # -- a case ----------------------------------------------------------------------------------
     def measure(self, case: Case, remaining: list) -> dict:
+        """One case: a child per implementation, a warm-up call in each, the planned rounds interleaved, peak RSS."""
         rounds = self.plan(case, remaining)
         est = self.est_case(case, max(rounds, 1))
         self.data["plan"].append({"case": case.key, "rounds": rounds, "est_s": est, "budget_left_s": self.budget_left()})
@@ -417,37 +352,19 @@ class Bench:
         log(f"{case.key}: {rounds} round(s), estimated {est:.0f} s, budget left {self.budget_left():.0f} s")
         outdir = CACHE / "outputs" / case.key
         outdir.mkdir(parents=True, exist_ok=True)
-        req = {"cmd": "rt", "input": str(ensure_input(case)), "batch": case.batch, "samples": case.samples}
-        warm = {"cmd": "rt", "input": str(ensure_input(Case(1, 1))), "batch": 1, "samples": Case(1, 1).samples}
-        live, saved = [], []
+        limit = max(600.0, 20 * max(self.est_call(lb, case) for lb in self.labels))  # a hung call's end, not a budget
+        req = {"cmd": "rt", "input": str(ensure_input(case)), "batch": case.batch, "samples": case.samples, "limit_s": limit}
+        short = {**req, "input": str(ensure_input(Case(1, 1))), "batch": 1, "samples": Case(1, 1).samples}
+        live = []
         for label, z in self.zygotes.items():
             entry = res["impl"][label] = {op: [] for op in OPS} | {"errors": []}
             try:
                 entry["child"] = z.fork()
+                warm = req if self.est_call(label, case) <= WARM_FULL_S else short  # threads, lazy init
+                entry["warmup"] = [z.request(warm)["roundtrip"]]
                 live.append(label)
             except WorkerError as e:
                 entry["errors"].append(str(e))
-
-        def call(label: str, r: dict, timed: bool) -> None:
-            entry = res["impl"][label]
-            if r is req and label not in saved:  # the case's first call keeps its outputs for the agreement check
-                r = {**r, "save": str(outdir / label.replace("/", "_"))}
-            try:
-                reply = self.zygotes[label].request(r, timeout=max(600.0, 20 * self.est_call(label, case)))
-            except WorkerError as e:
-                entry["errors"].append(str(e))
-                live.remove(label)
-                return
-            if "save" in r:
-                saved.append(label)
-                entry.update(outputs={k: reply[k] for k in ("tokens_shape", "audio_shape", "tokens_sha1")}, frames_out=reply["frames"])
-            for op in OPS if timed else ():
-                entry[op].append(reply[op])
-            if not timed:
-                entry["warmup" if r is not warm else "warmup_short"] = [reply["roundtrip"]]
-
-        for label in list(live):  # warm-up (threads, lazy init)
-            call(label, req if self.est_call(label, case) <= WARM_FULL_S else warm, timed=False)
         t_rounds = time.time()
         for i in range(rounds):
             if i and (time.time() - t_rounds) / i > self.budget_left():
@@ -456,22 +373,34 @@ class Bench:
                 break
             res["order"].append([lb for lb in (self.labels[(i + k) % len(self.labels)] for k in range(len(self.labels))) if lb in live])
             for label in res["order"][-1]:
-                call(label, req, timed=True)
+                entry = res["impl"][label]
+                save = {"save": str(outdir / label.replace("/", "_"))} if i == 0 else {}  # the outputs agreement() compares
+                try:
+                    reply = self.zygotes[label].request(req | save)
+                except WorkerError as e:
+                    entry["errors"].append(str(e))
+                    live.remove(label)
+                    continue
+                for op in OPS:
+                    entry[op].append(reply[op])
         for label, z in self.zygotes.items():
             entry = res["impl"][label]
             try:
-                entry["memory"] = z.end_child() if z.child_pid else None
+                entry["memory"] = z.end_child() if z.child else None
             except WorkerError as e:
                 entry["errors"].append(str(e))
             if entry["roundtrip"]:
                 self.measured.setdefault(label, {})[case] = statistics.median(entry["roundtrip"])
         res.update(rounds_done=len(res["order"]), elapsed_s=time.time() - res["started"], loadavg_after=loadavg(),
-                   agreement=agreement(outdir, saved))
+                   agreement=agreement(outdir, [lb for lb in self.labels if res["impl"][lb]["roundtrip"]]))
         log(f"{case.key}: round trip medians: " + ", ".join(f"{lb} {d[case] * 1000:.0f} ms" for lb, d in self.measured.items()
                                                             if case in d) + f" ({res['elapsed_s']:.0f} s)")
         return res
 
     def run(self) -> None:
+        self.data["conv_peak"] = pk = conv_peak(self.cfg.threads, 3 if self.cfg.quick else 5)
+        log(f"measured peak: {pk['peak_gflops']:.0f} GFLOP/s ({pk['peak_layer']})")
+        self.t_measure = time.time()  # the budget is the cases'
         order = run_order(self.cfg.grid)
         for i, case in enumerate(order):
             self.measure(case, order[i + 1:])
@@ -500,25 +429,25 @@ def conv_peak(threads: int, reps: int) -> dict:
 
 
 def agreement(outdir: Path, labels: list) -> dict:
-    """Tokens identical (fraction of token values) and decoded-audio SNR of each implementation against NeMo (else
-    the first), on each case's first call: a check that all ran the same weights on the same input."""
+    """Each implementation against NeMo (else the first) on the case's first call: the fraction of identical token
+    values, the decoded audio's SNR and max |diff|. A check that all ran the same weights on the same input."""
     import numpy as np
+
+    def load(label: str, ext: str, dtype) -> "np.ndarray":
+        return np.fromfile(str(outdir / label.replace("/", "_")) + ext, dtype=dtype)
 
     if not labels:
         return {}
     ref = "nemo" if "nemo" in labels else labels[0]
-    got = {lb: [np.fromfile(str(outdir / lb.replace("/", "_")) + ext, dtype=dt) for ext, dt in ((".tokens.i32", np.int32),
-                                                                                               (".audio.f32", np.float32))] for lb in labels}
-    (rt, ra), out = got[ref], {"reference": ref}
-    for label, (t, a) in got.items():
-        n = min(a.size, ra.size)
-        err = a[:n].astype(np.float64) - ra[:n]
-        sig, noise = float((ra[:n].astype(np.float64) ** 2).sum()), float((err ** 2).sum())
-        if label != ref:
-            out[label] = {"tokens_equal": float((t == rt).mean()) if t.shape == rt.shape else None,
-                          "snr_db": 10 * math.log10(sig / noise) if noise > 0 else math.inf, "max_abs_diff": float(np.abs(err).max())}
-        if t.shape != rt.shape:
-            out[label]["note"] = f"token count differs: {t.size} vs {rt.size}"
+    ref_tokens, ref_audio, out = load(ref, ".tokens.i32", np.int32), load(ref, ".audio.f32", np.float32).astype(np.float64), {"reference": ref}
+    for label in (lb for lb in labels if lb != ref):
+        tokens, audio = load(label, ".tokens.i32", np.int32), load(label, ".audio.f32", np.float32)
+        n = min(audio.size, ref_audio.size)
+        err = audio[:n] - ref_audio[:n]
+        noise = float((err ** 2).sum())
+        out[label] = {"tokens_equal": float((tokens == ref_tokens).mean()) if tokens.shape == ref_tokens.shape else None,  # None: counts differ
+                      "snr_db": 10 * math.log10(float((ref_audio[:n] ** 2).sum()) / noise) if noise > 0 else math.inf,
+                      "max_abs_diff": float(np.abs(err).max())}
     return out
 
 
@@ -527,7 +456,6 @@ def main(argv=None) -> int:
     bench = Bench(cfg)
     try:
         bench.start()
-        bench.extras()
         bench.run()
     finally:
         bench.close()
