@@ -24,10 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-from common import loadavg, speech, table, write_atomic  # noqa: E402
+from common import SR, loadavg, loadavg_text, speech, table, write_atomic  # noqa: E402
 
 from nanocodec import AudioCodecModel  # noqa: E402
-from nanocodec.convert.converter import convert  # noqa: E402
+from nanocodec.fileio.hub import resolve  # noqa: E402
 from nanocodec.onnx import OnnxCodec  # noqa: E402
 from nanocodec.onnx.export import export_onnx  # noqa: E402
 from parity import compare  # noqa: E402
@@ -44,9 +44,7 @@ def prepare() -> tuple[Path, Path, dict]:
     nemo = FULL / "nano0p6_full.nemo"
     if not nemo.is_file():
         sys.exit(f"{nemo} is missing: parity/oracle/.venv/bin/python parity/oracle/build_fixtures.py --full --skip-small")
-    folder, onnx_dir = CACHE / "nano0p6_full", CACHE / "nano0p6_full-onnx"
-    if not (folder / "config.json").is_file():
-        convert(str(nemo), str(folder), overwrite=True)
+    folder, onnx_dir = resolve(nemo, cache_dir=REPO / "cache"), CACHE / "nano0p6_full-onnx"
     start = time.perf_counter()
     report = export_onnx(folder, onnx_dir, overwrite=True)
     return folder, onnx_dir, {"total": time.perf_counter() - start, **report.seconds}
@@ -60,9 +58,9 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def steps(make_stream, tokens, frames: int, count: int) -> None:
-    """`count` consecutive steps of `frames` frames from the start of a fresh stream."""
-    dec = make_stream()
+def steps(codec, tokens, frames: int, count: int) -> None:
+    """`count` consecutive steps of `frames` frames from the start of a fresh stream (torch's or ORT's)."""
+    dec = codec.stream_decoder(1)
     for i in range(count):
         dec.step(tokens[:, :, i * frames : (i + 1) * frames])
 
@@ -71,22 +69,16 @@ def measure(model, codec, audio, tokens, rounds: int) -> dict:
     """Interleaved rounds: every operation once on torch then once on ORT, `rounds` times; medians
     of wall and CPU seconds (per step for the decoder steps)."""
     t_audio, t_tokens = torch.from_numpy(audio), torch.from_numpy(tokens)
-    ops = {
-        "encode": (lambda: model.encode(t_audio), lambda: codec.encode(audio)),
-        "decode": (lambda: model.decode(t_tokens), lambda: codec.decode(tokens)),
-    }
+    ops = {"encode": (1, lambda: model.encode(t_audio), lambda: codec.encode(audio)),  # name: (calls in one timing, torch, ORT)
+           "decode": (1, lambda: model.decode(t_tokens), lambda: codec.decode(tokens))}
     for frames, count in STEPS.items():
-        ops[f"step_{frames}"] = (
-            lambda f=frames, c=count: steps(lambda: model.stream_decoder(1), t_tokens, f, c),
-            lambda f=frames, c=count: steps(lambda: codec.stream_decoder(1), tokens, f, c),
-        )
+        ops[f"step_{frames}"] = (count, lambda f=frames, c=count: steps(model, t_tokens, f, c), lambda f=frames, c=count: steps(codec, tokens, f, c))
     # warm-up on 1 s (first calls allocate, pack weights, size ORT's arena)
     model.decode(t_tokens[..., :13]), codec.decode(tokens[..., :13])
-    model.encode(t_audio[: 22050]), codec.encode(audio[: 22050])
+    model.encode(t_audio[:SR]), codec.encode(audio[:SR])
     times = {op: {"torch": [], "ort": []} for op in ops}
     for _ in range(rounds):
-        for name, (run_torch, run_ort) in ops.items():
-            per = STEPS[int(name[5:])] if name.startswith("step") else 1
+        for name, (per, run_torch, run_ort) in ops.items():
             for side, fn in (("torch", run_torch), ("ort", run_ort)):
                 wall, cpu = timed(fn)
                 times[name][side].append((wall / per, cpu / per))
@@ -133,10 +125,10 @@ def parity(model, codec, audio, tokens) -> dict:
 
 def render(result: dict) -> str:
     p, m = result["parity"], result["machine"]
-    lines = [f"# ONNX Runtime vs nanocodec's torch path — {m['name']}", "",
+    lines = [f"# ONNX Runtime vs nanocodec's torch path — {m['cpu']}", "",
              f"Full-size 0.6 kbps NanoCodec (NeMo-built seeded weights, `cache/fixtures-full`), float32, batch 1, "
-             f"10 s of speech. Machine: {m['name']} ({m['cpu']}), {m['cores']} cores, **shared with other workers "
-             f"while this ran** (load average {m['load_before']} before, {m['load_after']} after): torch and ORT ran in "
+             f"10 s of speech. Machine: {m['cpu']}, {m['cores']} cores, **shared with other workers while this ran** "
+             f"(load average {loadavg_text(m['load_before'])} before, {loadavg_text(m['load_after'])} after): torch and ORT ran in "
              f"interleaved rounds, so their ratios compare; absolute times are not this CPU's best. Median of "
              f"{result['rounds']} rounds. torch {result['versions']['torch']}, onnxruntime {result['versions']['onnxruntime']}, "
              f"opset {result['opset']}.", ""]
@@ -153,28 +145,22 @@ def render(result: dict) -> str:
          f"{p['torch_10s']['decode_max_abs']:.2e} decode ({p['torch_10s']['decode_snr_db']:.0f} dB); "
          f"{p['torch_10s']['steps_max_abs']:.2e} steps of 1-13 frames vs offline"],
     ]) + ["", "## Speed", ""]
-    rows = []
-    for threads, ops in result["speed"].items():
-        for op in ["encode", "decode"] + [f"step_{f}" for f in STEPS]:
-            v, step = ops[op], op.startswith("step")
-            what = {"encode": "encode 10 s", "decode": "decode 10 s"}.get(op, f"decoder step, {op[5:]} frame(s)")
-
-            def cell(side, kind):
-                x = v[side][kind]
-                return f"{x * 1000:.0f} ms" if step else f"{x:.2f} s"
-            rows.append([threads, what + (" (per step)" if step else ""), cell("torch", "wall"), cell("ort", "wall"),
-                         f"**{v['torch']['wall'] / v['ort']['wall']:.2f}x**", cell("torch", "cpu"), cell("ort", "cpu"),
-                         f"{v['torch']['cpu'] / v['ort']['cpu']:.2f}x"])
+    rows, speed = [], result["speed"]
+    for threads, ops in speed.items():
+        for op, v in ops.items():  # encode, decode, then the steps: measure()'s order
+            step = op.startswith("step")
+            show = (lambda x: f"{x * 1000:.0f} ms") if step else (lambda x: f"{x:.2f} s")
+            rows.append([threads, f"decoder step, {op[5:]} frame(s) (per step)" if step else f"{op} 10 s",
+                         show(v["torch"]["wall"]), show(v["ort"]["wall"]), f"**{v['torch']['wall'] / v['ort']['wall']:.2f}x**",
+                         show(v["torch"]["cpu"]), show(v["ort"]["cpu"]), f"{v['torch']['cpu'] / v['ort']['cpu']:.2f}x"])
     lines += table(["threads", "operation", "torch wall", "ORT wall", "ORT speed-up (wall)", "torch CPU", "ORT CPU",
                     "ORT speed-up (CPU)"], rows)
-    speed = result["speed"]
     if "1" in speed and "2" in speed:
         slow = {side: speed["2"]["decode"][side]["wall"] / speed["1"]["decode"][side]["wall"] for side in ("torch", "ort")}
-        lines += ["", f"Reading the 2-thread rows: on this loaded 2-core machine torch's decode took {slow['torch']:.1f}x "
-                  f"its 1-thread wall time and ORT's {slow['ort']:.1f}x: most likely torch's OpenMP threads waiting on (and "
-                  "spinning for) a core that other processes hold; ORT runs here with spinning off (`session.intra_op.allow_spinning=0`). So "
-                  "those ratios measure contention, not kernels: on a shared machine run torch with 1 thread (or "
-                  "ORT); the 1-thread rows compare the kernels."]
+        lines += ["", f"2 threads vs 1, decode wall time: torch {slow['torch']:.1f}x, ORT {slow['ort']:.1f}x. On a loaded machine "
+                  "torch's OpenMP threads can wait on (and spin for) cores that other processes hold, ORT's do not spin "
+                  "(`session.intra_op.allow_spinning=0`): there the 2-thread rows measure contention more than kernels; "
+                  "the 1-thread rows compare the kernels."]
     lines += ["", "CPU: the process's CPU time over all its threads (at 1 thread the figure other processes' load "
               "inflates least; at 2 threads it adds both threads' time, so compare wall times there)."]
     lines += ["", "torch: `AudioCodecModel` on the default (cpu) backend, `chunk_seconds=\"auto\"`, its "
@@ -188,17 +174,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default=str(REPO / "reports"))
-    ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown report from this run's JSON")
     args = ap.parse_args(argv)
-    if args.render:
-        result = json.loads(Path(args.render).read_text())
-        write_atomic(Path(args.render).with_suffix(".md"), render(result))
-        return 0
     import onnxruntime
 
     load_before = loadavg()
     folder, onnx_dir, export_seconds = prepare()
-    audio = speech(int(SECONDS * 22050))
+    audio = speech(int(SECONDS * SR))
     result = {"rounds": args.rounds, "export_seconds": export_seconds, "speed": {},
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}}
     tokens = None
@@ -209,16 +190,12 @@ def main(argv=None) -> int:
         codec = OnnxCodec.from_pretrained(onnx_dir, threads=threads)
         print(f"{threads} thread(s): loaded in {time.perf_counter() - start:.1f} s", flush=True)
         if tokens is None:
-            tokens = model.encode(torch.from_numpy(audio)).tokens.numpy()
-            need = max(f * c for f, c in STEPS.items())
-            assert tokens.shape[-1] >= need, f"{tokens.shape[-1]} frames < {need}"
+            tokens = model.encode(torch.from_numpy(audio)).tokens.numpy()  # 125 frames: more than STEPS use
             result["parity"] = parity(model, codec, audio, tokens)
             result["opset"] = codec.config["opset"]
             print(f"parity done at {time.perf_counter() - start:.1f} s", flush=True)
-        print(f"measuring at {threads} thread(s) ...", flush=True)
         result["speed"][str(threads)] = measure(model, codec, audio, tokens, args.rounds)
-    result["machine"] = {"name": {"intel": "Intel Xeon", "amd": "AMD EPYC"}.get(cpu_vendor(), cpu_vendor()),
-                         "cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_before, "load_after": loadavg()}
+    result["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": load_before, "load_after": loadavg()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"onnx-{cpu_vendor()}"

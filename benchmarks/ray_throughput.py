@@ -1,17 +1,16 @@
 """Corpus tokenization throughput: the single-process engine vs `--engine ray` with 1 and 2 encoders.
 
-    python benchmarks/ray_throughput.py [--model FOLDER] [--files 24] [--seconds 5] [--out reports]   (make bench-ray)
+    python benchmarks/ray_throughput.py [--model FOLDER|FILE.nemo] [--files 24] [--seconds 5] [--out reports]   (make bench-ray)
 
 Audio-hours tokenized per hour of wall time on one synthetic corpus (speech fixture clips, half at 44.1 kHz so
 that decoding resamples), same shard and batch size and 1 torch thread per encoder for all; every Ray output
-compared with the local engine's, byte for byte. Model: --model FOLDER, else the full-size fixture (`make fixtures
-FULL=1`) converted once, else that architecture with seeded random weights (speed does not depend on them). The
+compared with the local engine's, byte for byte. Model: --model, else the full-size fixture (`make fixtures FULL=1`),
+a .nemo converted once into cache/, else that architecture with seeded random weights (speed does not depend on them). The
 Ray cluster is local, its start-up timed apart. Writes <out>/ray-cpu.md. Timings on a shared machine are noisy.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,10 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # parity/ is a repository package; common.py
 
-from common import loadavg, loadavg_text  # noqa: E402
+from common import SR, loadavg, loadavg_text, speech, table, write_atomic  # noqa: E402
 
-from nanocodec import AudioCodecModel, token_files  # noqa: E402
+from nanocodec import AudioCodecModel  # noqa: E402
 from nanocodec.apps import corpus as tk  # noqa: E402
+from nanocodec.fileio.hub import resolve  # noqa: E402
 from parity.machine import cpu_name  # noqa: E402
 
 FULL_NEMO = ROOT / "cache" / "fixtures-full" / "nano0p6_full.nemo"
@@ -40,14 +40,10 @@ WORK = ROOT / "cache" / "bench-ray"
 
 
 def model_folder(arg: str | None) -> tuple[Path, str]:
-    if arg:
-        return Path(arg), f"`{arg}`"
-    if FULL_NEMO.exists():
-        if not (out := WORK / "nano0p6_full").joinpath("model.safetensors").exists():
-            from nanocodec.convert.converter import convert
-
-            convert(str(FULL_NEMO), str(out), overwrite=True)
-        return out, "the seeded full-size 0.6 kbps checkpoint (`cache/fixtures-full/nano0p6_full.nemo`, converted)"
+    """A folder in nanocodec's layout: every Ray actor loads the same one, no actor converts."""
+    if arg or FULL_NEMO.exists():
+        desc = f"`{arg}`" if arg else "the seeded full-size 0.6 kbps checkpoint (`cache/fixtures-full/nano0p6_full.nemo`, converted)"
+        return resolve(arg or FULL_NEMO, cache_dir=ROOT / "cache"), desc
     from nanocodec.presets import DEFAULT_PRESET, PRESETS
 
     print(f"{FULL_NEMO} is missing (`make fixtures FULL=1`): the full-size architecture with seeded random weights", file=sys.stderr)
@@ -60,24 +56,25 @@ def model_folder(arg: str | None) -> tuple[Path, str]:
 def make_corpus(root: Path, files: int, seconds: float) -> float:
     """`files` clips of 4/5 to 6/5 of `seconds`, cut from the speech fixtures with a little seeded noise; odd
     ones at 44.1 kHz PCM_16. Returns the total duration in seconds."""
-    src = np.concatenate([sf.read(ROOT / "tests" / "fixtures" / "audio" / f"{n}.wav", dtype="float32")[0] for n in ("speech_11s", "speech_4s")])
     rng, total = np.random.default_rng(0), 0.0
     shutil.rmtree(root, ignore_errors=True)
     for i in range(files):
-        n = int(22050 * seconds * rng.uniform(0.8, 1.2))
-        clip = np.resize(np.roll(src, -int(rng.integers(0, len(src)))), n) + 0.003 * rng.standard_normal(n).astype(np.float32)
+        n = int(SR * seconds * rng.uniform(0.8, 1.2))
+        clip = speech(n, offset_s=rng.uniform(0, 16), gain=1.0) + 0.003 * rng.standard_normal(n).astype(np.float32)
         (folder := root / f"spk{i % 4}").mkdir(parents=True, exist_ok=True)
         if i % 2:
-            sf.write(folder / f"utt{i:04d}.wav", soxr.resample(clip, 22050, 44100), 44100, subtype="PCM_16")
+            sf.write(folder / f"utt{i:04d}.wav", soxr.resample(clip, SR, 44100), 44100, subtype="PCM_16")
         else:
-            sf.write(folder / f"utt{i:04d}.flac", clip, 22050, subtype="PCM_16")
-        total += n / 22050
+            sf.write(folder / f"utt{i:04d}.flac", clip, SR, subtype="PCM_16")
+        total += n / SR
     return total
 
 
 def timed_encoder(ray_engine, log_dir: Path):
-    """An encode actor that logs the CPU time of each batch (its thread's: other work on a shared machine does not
-    count), so that audio / CPU time is a per-core figure the machine's load does not skew."""
+    """An encode actor that logs the CPU time of each batch into log_dir, emptied here (its thread's: other work on a
+    shared machine does not count), so that audio / CPU time is a per-core figure the machine's load does not skew."""
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir()
 
     class TimedEncoder(ray_engine.Encoder):
         def encode(self, row):
@@ -90,25 +87,19 @@ def timed_encoder(ray_engine, log_dir: Path):
     return TimedEncoder
 
 
-def tokens_by_path(out: Path) -> dict:
-    entries = [json.loads(line) for line in (out / tk.MANIFEST).read_text().splitlines()]
-    return {e["path"]: token_files.read(out / e["shard"]).tokens[e["key"]].numpy().tobytes() for e in entries}
-
-
 def compare(out: Path, ref: Path) -> str:
-    a, b = tokens_by_path(out), tokens_by_path(ref)
-    differ = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
-    names = {p.name for p in ref.iterdir()} | {p.name for p in out.iterdir()}
-    bytes_differ = sorted(n for n in names if n != tk.LOCK and (
-        not (out / n).exists() or not (ref / n).exists() or (out / n).read_bytes() != (ref / n).read_bytes()))
-    if not differ and not bytes_differ:
-        return f"yes: {len(a)} files' tokens, manifest and every shard byte-identical"
-    return f"NO: tokens differ for {len(differ)} file(s) {differ[:3]}; files differing: {bytes_differ}"
+    """Every output file (the lock file aside) byte for byte against the reference's: the shards (so every file's
+    tokens), the manifest, the error log and the settings."""
+    names = sorted(({p.name for p in ref.iterdir()} | {p.name for p in out.iterdir()}) - {tk.LOCK})
+    differ = [n for n in names if not ((out / n).is_file() and (ref / n).is_file() and (out / n).read_bytes() == (ref / n).read_bytes())]
+    if differ:
+        return f"NO: files differing: {differ}"
+    return f"yes: {len((ref / tk.MANIFEST).read_text().splitlines())} files' tokens, manifest and every shard byte-identical"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", help="converted model folder (default: the full-size model, see above)")
+    ap.add_argument("--model", help="a model folder or .nemo (default: the full-size fixture, see above)")
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=5.0, help="mean clip length")
     ap.add_argument("--shard-size", type=int, default=4)
@@ -130,7 +121,7 @@ def main(argv=None) -> int:
     audio_s = make_corpus(corpus, args.files, args.seconds)
     kw = dict(model_ref=str(folder), shard_size=args.shard_size, batch_size=args.batch_size, progress=False,
               log=lambda m: print(m, file=sys.stderr))
-    load_start, runs, commits = loadavg_text(loadavg()), {}, []
+    load_start, runs, commits, ref = loadavg_text(loadavg()), {}, [], WORK / "out-ref"
     commit_shard = tk.commit_shard
 
     def timed_commit(*a, **k):  # when the first shard is written: both engines' drivers call tk.commit_shard
@@ -139,18 +130,23 @@ def main(argv=None) -> int:
 
     tk.commit_shard = timed_commit
 
-    def measure(label, workers, fn, out) -> dict:
+    def measure(label, workers, fn, out, log_dir=None) -> None:
+        """One engine's run into `out`, compared with the reference unless it is the reference. Encoding CPU time:
+        the encode actors' logs in log_dir (Ray), else this thread's (the local engine, decoding included)."""
         shutil.rmtree(out, ignore_errors=True)
         commits.clear()
         t, cpu = time.perf_counter(), time.thread_time()
         res = fn(corpus, out, model, **kw)
         wall, cpu = time.perf_counter() - t, time.thread_time() - cpu
         assert res.encoded == args.files and not res.failed, res
-        run = {"wall_s": wall, "rate": audio_s / wall, "first_s": commits[0] - t, "cpu_s": cpu}
+        if log_dir is not None:
+            cpu = sum(float(x) for p in log_dir.glob("*.txt") for x in p.read_text().split())
+        run = {"wall_s": wall, "rate": audio_s / wall, "first_s": commits[0] - t, "per_core": audio_s / cpu}
+        if out != ref:
+            run["same"] = compare(out, ref)
         runs.setdefault((label, workers), []).append(run)
         print(f"{label:>6} x{workers}: {wall:7.1f} s, {audio_s / wall:6.2f} audio-h/h (first shard after {run['first_s']:.1f} s)",
               file=sys.stderr)
-        return run
 
     # the decode stage alone (read, sha256, decode, resample to the model's rate), one core
     t = time.thread_time()
@@ -161,23 +157,13 @@ def main(argv=None) -> int:
     temp, t = tempfile.mkdtemp(prefix="ray-", dir="/tmp"), time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), address="local", include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", _temp_dir=temp)
-    ray_start, ref = time.perf_counter() - t, WORK / "out-ref"
+    ray_start = time.perf_counter() - t
     try:
         for r in range(args.rounds):  # interleaved, so that every engine sees the machine's changing load
-            run = measure("local", 1, tk.tokenize, out := WORK / "out-local")
-            run["per_core"] = audio_s / run["cpu_s"]
-            if r == 0:
-                shutil.rmtree(ref, ignore_errors=True)
-                shutil.copytree(out, ref)
-            else:
-                run["same"] = compare(out, ref)
+            measure("local", 1, tk.tokenize, ref if r == 0 else WORK / "out-local")  # the first local run: the reference
             for w in [int(x) for x in args.workers.split(",")]:
-                shutil.rmtree(log_dir := WORK / f"cpu-ray{w}", ignore_errors=True)
-                log_dir.mkdir()
-                encoder = timed_encoder(ray_engine, log_dir)
-                run = measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k), out := WORK / f"out-ray{w}")
-                run["same"] = compare(out, ref)
-                run["per_core"] = audio_s / sum(float(x) for p in log_dir.glob("*.txt") for x in p.read_text().split())
+                encoder = timed_encoder(ray_engine, log_dir := WORK / f"cpu-ray{w}")
+                measure("ray", w, lambda *a, **k: ray_engine.tokenize(*a, workers=w, encoder_cls=encoder, **k), WORK / f"out-ray{w}", log_dir)
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
@@ -187,40 +173,38 @@ def main(argv=None) -> int:
         "# Corpus tokenization on Ray Data: throughput on this CPU", "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench-ray` (benchmarks/ray_throughput.py) "
         f"at commit {commit or 'n/a'}.", "",
-        f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU. It is a shared 2-core box: other work ran during "
-        f"the measurement (load average 1/5/15 min {load_start} at the start, {loadavg_text(loadavg())} at the end), so wall-time figures are "
+        f"- **Machine**: {cpu_name()}, {os.cpu_count()} logical CPUs, no GPU, shared: other work ran during the measurement "
+        f"(load average 1/5/15 min {load_start} at the start, {loadavg_text(loadavg())} at the end), so wall-time figures are "
         "noisy (they move by tens of percent from round to round) and lower than on an idle machine.",
         f"- **Model**: {model_desc}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, float32, 1 torch thread "
         "per encoder (and in the local engine).",
         f"- **Corpus**: {args.files} clips, {audio_s:.1f} s of audio in all (about {args.seconds:g} s each; half at 44.1 kHz "
         f"PCM_16, resampled at load), shard size {args.shard_size}, batch size {args.batch_size}.",
         f"- **Ray**: {ray.__version__}, a local cluster on 127.0.0.1 with {os.cpu_count()} CPUs (start-up {ray_start:.1f} s, not "
-        "counted below), up during all rounds. A Ray run's time counts starting its encode actors and loading the model in "
-        "each; with as many encoders as cores they reserve a little less than one CPU each and share the cores with the "
-        "decode tasks.",
+        "counted below), up during all rounds; with as many encoders as cores they reserve a little less than one CPU each "
+        "and share the cores with the decode tasks.",
         f"- **Rounds**: {args.rounds}, the engines interleaved (local, Ray x1, Ray x2, local, ...).",
         f"- **Decode stage alone** (read, sha256, decode, resample; `load_batch` on one core): {decode_rate:.0f} audio-hours per hour.",
-        "",
-        "| engine | encoders | audio-hours per hour (× real time): median (min-max) | wall s, median | first shard written after "
-        "s, median | audio-hours per CPU-hour of encoding, median | same as local engine? |",
-        "|---|---|---|---|---|---|---|"]
-    med = statistics.median
+        ""]
+    med, rows = statistics.median, []
     for (label, workers), rs in runs.items():
         rates, same = [r["rate"] for r in rs], [r["same"] for r in rs if "same" in r]
         verdict = ("(the reference)" if not same else same[0] + (f", in all {len(same)} rounds" if len(same) > 1 else "")
                    if all(x.startswith("yes") for x in same) else "; ".join(same))
-        lines.append(f"| {label} | {workers} | {med(rates):.2f} ({min(rates):.2f}-{max(rates):.2f}) | {med(r['wall_s'] for r in rs):.1f} "
-                     f"| {med(r['first_s'] for r in rs):.1f} | {med(r['per_core'] for r in rs):.2f} | {verdict} |")
+        rows.append([label, workers, f"{med(rates):.2f} ({min(rates):.2f}-{max(rates):.2f})", f"{med(r['wall_s'] for r in rs):.1f}",
+                     f"{med(r['first_s'] for r in rs):.1f}", f"{med(r['per_core'] for r in rs):.2f}", verdict])
+    lines += table(["engine", "encoders", "audio-hours per hour (× real time): median (min-max)", "wall s, median",
+                    "first shard written after s, median", "audio-hours per CPU-hour of encoding, median", "same as local engine?"], rows)
     lines += [
         "", "Audio-hours per hour = seconds of audio tokenized ÷ seconds of wall time (the same number as × real time). Wall "
         "time: from the call to the end, Ray actor start-up and model loading included (the first-shard column shows that "
         "start-up; on a long run it is paid once). Per CPU-hour: audio ÷ the CPU time of the threads that encode (Ray: summed "
         "over the encode actors, logged per batch; local: the whole run's thread, decoding included), which the machine's "
         "other load does not inflate: the figure a cluster plan scales by core count.",
-        "The equality column compares each output with the first local run's: per file, path → token bytes from the shards; "
-        "the manifests and error logs; every shard file byte for byte (the lock file aside).", ""]
+        "The equality column compares each output with the first local run's, every file byte for byte (shards, manifest, "
+        "error log, settings; the lock file aside).", ""]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "ray-cpu.md").write_text("\n".join(lines))
+    write_atomic(Path(args.out) / "ray-cpu.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 

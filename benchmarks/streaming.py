@@ -12,7 +12,6 @@ same file), else the preset with random weights (no NeMo column then). Writes re
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -21,12 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # parity/ is a repository package; common.py
 
-from common import table  # noqa: E402
+from common import table, write_atomic  # noqa: E402
 
 from nanocodec import AudioCodecModel  # noqa: E402
 from nanocodec.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
@@ -57,13 +57,9 @@ print(json.dumps({"decode_s": statistics.median(times[1:]), "torch": torch.__ver
 """
 
 
-def pct(values, q):
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
-
 def p50_p99_ms(values, **extra):
-    return {"p50_ms": 1000.0 * pct(values, 50), "p99_ms": 1000.0 * pct(values, 99), **extra}
+    p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
+    return {"p50_ms": 1000.0 * statistics.median(values), "p99_ms": 1000.0 * p99, **extra}
 
 
 def wall_times(fn, n):
@@ -87,11 +83,6 @@ def step_latencies(model, tokens, n, steps, slots=1, active=None):
     return wall_times(lambda _: dec.step(toks, active=active), steps + 3)[3:]
 
 
-def first_audio(model, tokens):
-    """From opening a stream to its first frame's audio (weights already prepacked: warm)."""
-    return timed(lambda: model.stream_decoder().step(tokens[:, :, :1]), 7)
-
-
 def warm_up(model, tokens):
     """The first step on a fresh model: the one-off weight reorders (oneDNN prepacking) happen here."""
     t = time.perf_counter()
@@ -102,22 +93,18 @@ def warm_up(model, tokens):
 
 
 def realtime_streams(model, tokens, streams, steps):
-    """`streams` slots, one frame each, one step every 80 ms of wall time (an asyncio clock, as a
-    server would run it): each step's latency."""
+    """`streams` slots, one frame each, one step due every 80 ms of wall time (a server's clock: a late
+    step starts at once, the next one waits for its due time again): each step's latency."""
     frame_s = model.samples_per_frame / model.sample_rate
     dec = model.stream_decoder(batch_size=streams)
     toks = tokens[:, :, :1].expand(streams, -1, -1).contiguous()
-
-    async def run():
-        lat, start = [], time.perf_counter()
-        for i in range(steps):
-            await asyncio.sleep(max(0.0, start + i * frame_s - time.perf_counter()))
-            t = time.perf_counter()
-            dec.step(toks)
-            lat.append(time.perf_counter() - t)
-        return lat
-
-    return asyncio.run(run())
+    lat, start = [], time.perf_counter()
+    for i in range(steps):
+        time.sleep(max(0.0, start + i * frame_s - time.perf_counter()))
+        t = time.perf_counter()
+        dec.step(toks)
+        lat.append(time.perf_counter() - t)
+    return lat
 
 
 def encoder_steps(model, audio, steps):
@@ -130,8 +117,6 @@ def nemo_decode_per_frame(nemo_file, tokens, threads, repeat, work):
     py = oracle_python()
     if not (nemo_file and Path(nemo_file).suffix == ".nemo" and py.exists()):
         return None
-    import numpy as np
-
     np.save(work / "tokens.npy", tokens.numpy())
     res = subprocess.run([str(py), "-c", NEMO_DECODE, str(nemo_file), str(threads), str(work / "tokens.npy"), str(repeat)],
                          cwd=ROOT, capture_output=True, text=True, check=True)
@@ -139,7 +124,6 @@ def nemo_decode_per_frame(nemo_file, tokens, threads, repeat, work):
 
 
 def measure(model, nemo_file, threads, steps, work):
-    torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.codebook_size, (1, model.num_codebooks, OFFLINE_FRAMES), generator=gen)
     r = {"threads": threads, "warm_up_s": warm_up(model, tokens)}
@@ -149,10 +133,12 @@ def measure(model, nemo_file, threads, steps, work):
     nemo = nemo_decode_per_frame(nemo_file, tokens, threads, 3, work)
     r["nemo_offline_per_frame_ms"] = None if nemo is None else ms * nemo
     r["ours_offline_per_frame_ms"] = ms * timed(lambda: model.decode(tokens), 3) / OFFLINE_FRAMES
-    r["step25_per_frame_ms"] = ms * statistics.median(step_latencies(model, tokens, NEW, 10)) / NEW
-    r["frames_per_step"] = {n: ms * statistics.median(step_latencies(model, tokens, n, max(10, 60 // n))) / n
-                            for n in (1, 2, 4, 8, 25)}
-    r["first_audio_ms"] = ms * first_audio(model, tokens)
+    # the 1-frame figure is the timed steps above; the 25-frame one is also the 25-frame steps column
+    r["frames_per_step"] = {n: ms * statistics.median(one if n == 1 else step_latencies(model, tokens, n, max(10, 60 // n))) / n
+                            for n in (1, 2, 4, 8, NEW)}
+    r["step25_per_frame_ms"] = r["frames_per_step"][NEW]
+    # from opening a stream to its first frame's audio (weights already prepacked: warm)
+    r["first_audio_ms"] = ms * timed(lambda: model.stream_decoder().step(tokens[:, :, :1]), 7)
 
     def window():
         for start in range(0, OFFLINE_FRAMES, NEW):
@@ -212,23 +198,21 @@ def report(rows, name, nemo_file):
         f"the same {OFFLINE_FRAMES} frames (10 s) in the oracle environment{'' if nemo_file else ' (not run: no .nemo)'}.",
         "",
     ]
-    body = []
+    pq = "{p50_ms:.1f} / {p99_ms:.1f} ms".format  # a p50_p99_ms() dict
+    latency, slots, other = [], [], []
     for r in rows:
         s1, nemo = r["step1"], r["nemo_offline_per_frame_ms"]
-        body.append([r["threads"], f"{s1['p50_ms']:.1f} / {s1['p99_ms']:.1f} ms ({s1['steps']} steps)", f(nemo),
-                     "n/a" if nemo is None else f"{s1['p50_ms'] / nemo:.2f}x", f(r["ours_offline_per_frame_ms"]),
-                     f(r["step25_per_frame_ms"]), f(r["first_audio_ms"]), f"{r['warm_up_s']:.1f} s"])
+        latency.append([r["threads"], f"{pq(**s1)} ({s1['steps']} steps)", f(nemo), "n/a" if nemo is None else f"{s1['p50_ms'] / nemo:.2f}x",
+                        f(r["ours_offline_per_frame_ms"]), f(r["step25_per_frame_ms"]), f(r["first_audio_ms"]), f"{r['warm_up_s']:.1f} s"])
+        slots.append([r["threads"]] + [f"{v['p50_ms']:.1f} ms ({v['vs_n_solo']:.2f})" for v in r["slots"].values()]
+                     + [f(r["slots_8_half_active_ms"]), pq(**r["realtime_4_streams"])])
+        other.append([r["threads"], ", ".join(f"{n}: {v:.1f}" for n, v in r["frames_per_step"].items()),
+                      f"{r['window_per_frame_ms']:.1f} / {r['window_first_audio_ms']:.1f} ms", pq(**r["encoder_step1"]),
+                      f"{r['step1_max_abs_vs_offline']:.1e}"])
     lines += table(["threads", "1-frame step p50 / p99", "NeMo offline, per frame", "1-frame p50 / NeMo", "ours offline, per frame",
-                    "25-frame steps, per frame", "first audio", "warm-up (prepacking)"], body)
+                    "25-frame steps, per frame", "first audio", "warm-up (prepacking)"], latency)
     lines += ["", "Slots (contracts §8): one batched step of 1 frame for N active streams; "
               "`vs N solo` = that step / N solo 1-frame steps (target <= 0.6 at 8).", ""]
-    slots, other = [], []
-    for r in rows:
-        slots.append([r["threads"]] + [f"{v['p50_ms']:.1f} ms ({v['vs_n_solo']:.2f})" for v in r["slots"].values()]
-                     + [f"{r['slots_8_half_active_ms']:.1f} ms", "{p50_ms:.1f} / {p99_ms:.1f} ms".format(**r["realtime_4_streams"])])
-        other.append([r["threads"], ", ".join(f"{n}: {v:.1f}" for n, v in r["frames_per_step"].items()),
-                      f"{r['window_per_frame_ms']:.1f} / {r['window_first_audio_ms']:.1f} ms",
-                      "{p50_ms:.1f} / {p99_ms:.1f} ms".format(**r["encoder_step1"]), f"{r['step1_max_abs_vs_offline']:.1e}"])
     lines += table(["threads"] + [f"{n} slots" for n in rows[0]["slots"]]
                    + ["8 slots, 4 active", "4 real-time streams (one step / 80 ms): p50 / p99"], slots)
     lines += [""] + table(["threads", "frames per step: ms per frame", "sliding window (25 new + 15 context): per frame / first audio",
@@ -256,15 +240,8 @@ def main(argv=None):
     source = args.model or (str(FULL_NEMO) if FULL_NEMO.exists() else None)
     work = ROOT / "cache" / "bench-streaming"
     work.mkdir(parents=True, exist_ok=True)
-    if source:
-        folder = Path(source)
-        if folder.suffix == ".nemo":  # converted once by the converter, as a user would
-            from nanocodec.convert.converter import convert
-
-            folder = work / folder.stem
-            if not (folder / "config.json").exists():
-                convert(str(source), str(folder), overwrite=True)
-        model, name = AudioCodecModel.from_pretrained(folder), Path(source).name
+    if source:  # a .nemo converted once into the cache, as from_pretrained does for a user
+        model, name = AudioCodecModel.from_pretrained(source, cache_dir=ROOT / "cache"), Path(source).name
     else:
         torch.manual_seed(0)
         model = AudioCodecModel(PRESETS[DEFAULT_PRESET].config()).set_backend("auto")
@@ -279,11 +256,11 @@ def main(argv=None):
         print(json.dumps(r), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"streaming-cpu-{cpu_vendor()}"
-    stem.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "model": name, "torch": torch.__version__,
-                                                      "runs": rows}, indent=1) + "\n")
+    write_atomic(stem.with_suffix(".json"), json.dumps({"cpu": cpu_name(), "model": name, "torch": torch.__version__,
+                                                        "runs": rows}, indent=1) + "\n")
     plot(rows, stem.with_suffix(".png"))
     text = report(rows, name, source)
-    stem.with_suffix(".md").write_text(text)
+    write_atomic(stem.with_suffix(".md"), text)
     print(text)
 
 
