@@ -35,8 +35,13 @@ install: $(VENV)/.installed
 
 # The whole suite, the live NeMo tier included (`-m "live or not live"` selects the marker-gated
 # tests): the oracle environment is built first (1-4 minutes once, then cached by its stamp).
+# Two pytest workers (pytest-xdist, a test file per worker) of one torch thread each: the suite is
+# thousands of small convs, which two OpenMP threads per process run slower than one (spin-waits at
+# every op's barrier), and the file-level parallelism fills both of CI's cores. On a 2-core AMD EPYC
+# (AVX2) the suite took 14.5 min so; serial with 2 threads it took 20-29 min. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: install oracle
-	$(PY) -m pytest -q -m "live or not live" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "live or not live" tests
 
 # Tier 1 parity: every committed fixture model x input against NeMo's recorded references.
 # make parity NEMO=path/to/user.nemo: the live tier on your own checkpoint instead (parity/oracle/oracle.mk).
