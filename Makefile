@@ -64,7 +64,7 @@ bench-onnx: install
 	$(PY) benchmarks/onnx_bench.py --out reports
 
 # Corpus tokenization: audio-hours per hour of the local engine and of `--engine ray` with 1 and 2
-# encoders on a local Ray cluster, outputs compared byte for byte (writes reports/ray-cpu.md, ~5 min).
+# encoders on a local Ray cluster, outputs compared byte for byte (writes reports/ray-cpu-<cpu>.md, ~5 min).
 # Uses the full-size model from `make fixtures FULL=1` when present. BENCH_RAY_ARGS adds options.
 BENCH_RAY_ARGS ?=
 bench-ray: install

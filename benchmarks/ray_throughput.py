@@ -6,7 +6,7 @@ Audio-hours tokenized per hour of wall time on one synthetic corpus (speech fixt
 that decoding resamples), same shard and batch size and 1 torch thread per encoder for all; every Ray output
 compared with the local engine's, byte for byte. Model: --model, else the full-size fixture (`make fixtures FULL=1`),
 a .nemo converted once into cache/, else that architecture with seeded random weights (speed does not depend on them). The
-Ray cluster is local, its start-up timed apart. Writes <out>/ray-cpu.md. Timings on a shared machine are noisy.
+Ray cluster is local, its start-up timed apart. Writes <out>/ray-cpu-<cpu>.md. Timings on a shared machine are noisy.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from common import SR, loadavg, loadavg_text, speech, table, write_atomic  # noq
 from nanocodec import AudioCodecModel  # noqa: E402
 from nanocodec.apps import corpus as tk  # noqa: E402
 from nanocodec.fileio.hub import resolve  # noqa: E402
-from parity.machine import cpu_name  # noqa: E402
+from parity.machine import cpu_name, cpu_vendor  # noqa: E402
 
 FULL_NEMO = ROOT / "cache" / "fixtures-full" / "nano0p6_full.nemo"
 WORK = ROOT / "cache" / "bench-ray"
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         "The equality column compares each output with the first local run's, every file byte for byte (shards, manifest, "
         "error log, settings; the lock file aside).", ""]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(args.out) / "ray-cpu.md", "\n".join(lines))
+    write_atomic(Path(args.out) / f"ray-cpu-{cpu_vendor()}.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 
