@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import fixtures, report, run
+from .machine import cpu_vendor
 
 QUICK_MODEL = "nano0p6_replicate"  # the embedded 0.6 kbps fixture (tests/fixtures/models/nano0p6_replicate.nemo)
 QUICK_REPORT = fixtures.ROOT / "out" / "parity"
@@ -24,7 +25,7 @@ QUICK_REPORT = fixtures.ROOT / "out" / "parity"
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity", description="Tier 1 parity against committed NeMo references.")
-    parser.add_argument("--report", type=Path, help="folder for parity-<device>.md/.json")
+    parser.add_argument("--report", type=Path, help="folder for parity-<device>.md/.json (CPU: parity-cpu-<vendor>)")
     parser.add_argument("--model", action="append", help="only these fixture models")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     print(f"{len(records)} comparisons over {len(cases)} models: tokens {total.matched}/{total.tokens} matched, "
           f"{total.explained} explained, {total.unexplained} unexplained -> {'PASS' if ok else 'FAIL'}")
     if args.report:
-        device = args.device if args.device == "cpu" else args.device.replace(":", "")
+        # a CPU report is named per vendor (parity-cpu-<vendor>.*): float32 sums differ between CPUs
+        device = f"cpu-{cpu_vendor()}" if args.device == "cpu" and not args.quick else args.device.replace(":", "")
         if args.layout != "auto":
             device += f"-{args.layout}-layout"
         stem = f"parity-{device}-quick" if args.quick else None
