@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from nanocodec.fileio.atomic import write_file
+
 from . import compare
 from .machine import cpu_name, cpu_vendor
 
@@ -170,6 +172,7 @@ def write(report: dict, folder: Path, stem: str | None = None) -> tuple[Path, Pa
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / (stem or f"parity-{report['device']}")
     md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    js.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    md.write_text(to_markdown(report))
+    # atomically (temporary sibling, rename): a run killed mid-write leaves the previous report whole
+    write_file(js, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+    write_file(md, to_markdown(report).encode())
     return md, js
